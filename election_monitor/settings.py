@@ -1,0 +1,259 @@
+"""Settings for Election Monitor, read from the environment.
+
+With nothing set you get the embedded default: SQLite, local-memory cache and eager
+Celery, so the demo needs no server. ``DATABASE_URL``, ``REDIS_URL`` and
+``CELERY_BROKER_URL`` switch to PostgreSQL, Redis and real workers; nothing else changes.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+# --- Core -------------------------------------------------------------------------------
+
+DEBUG = env_bool("DEBUG", True)
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+    SECRET_KEY = "insecure-development-key-only-for-the-embedded-default"  # noqa: S105
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver"] if DEBUG else [])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_celery_beat",
+    "elections",
+    "metrics",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "election_monitor.urls"
+WSGI_APPLICATION = "election_monitor.wsgi.application"
+ASGI_APPLICATION = "election_monitor.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Database ---------------------------------------------------------------------------
+# SQLite by default; DATABASE_URL=postgres://... for PostgreSQL (psycopg 3).
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
+        conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "60")),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # IMMEDIATE transactions and a busy timeout keep concurrent writers from failing with
+    # "database is locked" in the embedded default.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+else:
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+# --- Cache ------------------------------------------------------------------------------
+# Local memory by default; REDIS_URL=redis://... for django-redis. Timeouts are short so that
+# a Redis outage degrades to answering from the database instead of hanging requests.
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", "em"),
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.DefaultClient",
+                "SOCKET_CONNECT_TIMEOUT": 0.5,
+                "SOCKET_TIMEOUT": 0.5,
+            },
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "election-monitor",
+            "OPTIONS": {"MAX_ENTRIES": 10000},
+        }
+    }
+
+# --- Celery -----------------------------------------------------------------------------
+# Without CELERY_BROKER_URL tasks run eagerly in-process (after commit), so the embedded
+# default stays current without a worker.
+
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")
+CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+if CELERY_TASK_ALWAYS_EAGER:
+    CELERY_BROKER_URL = "memory://"  # never contacted: eager tasks run in-process
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = int(os.environ.get("CELERY_TASK_SOFT_TIME_LIMIT", "1500"))
+CELERY_TASK_TIME_LIMIT = int(os.environ.get("CELERY_TASK_TIME_LIMIT", "1800"))
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A publish to an unreachable broker must fail fast: the dirty set in the database keeps
+# the work, and the beat sweep picks it up.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.2,
+    "socket_connect_timeout": 1,
+    "socket_timeout": 5,
+    # Redis redelivers an unacknowledged task (acks_late, worker killed) after this long.
+    "visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "3600")),
+}
+CELERY_TASK_PUBLISH_RETRY = False
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = "UTC"
+
+# --- REST framework ---------------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["elections.permissions.ReadOrIngest"],
+    "DEFAULT_PAGINATION_CLASS": "election_monitor.pagination.StandardPagination",
+    "PAGE_SIZE": 100,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.AnonRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"anon": os.environ.get("ANON_THROTTLE_RATE", "600/minute")},
+    "EXCEPTION_HANDLER": "election_monitor.exceptions.exception_handler",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Election Monitor API",
+    "DESCRIPTION": "Hourly statistics, constituency and election metrics and anomaly flags.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI served from our own static files: /api/docs/ works without internet access.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# Anonymous reads: on in the demo (DEBUG), off by default in production.
+METRICS_ALLOW_ANONYMOUS_READ = env_bool("ALLOW_ANONYMOUS_READ", DEBUG)
+
+# --- Elections and metrics --------------------------------------------------------------
+
+# An election stays "active" this long after ends_at, to take late data.
+ELECTION_GRACE_PERIOD_HOURS = float(os.environ.get("ELECTION_GRACE_PERIOD_HOURS", "6"))
+# POST /api/transactions/ accepts lists up to this size.
+INGEST_MAX_BATCH = int(os.environ.get("INGEST_MAX_BATCH", "10000"))
+
+# Anomaly rules of SPEC section 4: weights and thresholds.
+ANOMALY_WEIGHTS = {
+    "turnout_over_100": float(os.environ.get("ANOMALY_WEIGHT_TURNOUT_OVER_100", "5")),
+    "votes_exceed_bulletins": float(os.environ.get("ANOMALY_WEIGHT_VOTES_EXCEED_BULLETINS", "3")),
+    "velocity_spike": float(os.environ.get("ANOMALY_WEIGHT_VELOCITY_SPIKE", "2")),
+    "outside_voting_window": float(os.environ.get("ANOMALY_WEIGHT_OUTSIDE_VOTING_WINDOW", "1")),
+}
+ANOMALY_SPIKE_K = float(os.environ.get("ANOMALY_SPIKE_K", "5"))
+ANOMALY_SPIKE_MIN_VOTES = int(os.environ.get("ANOMALY_SPIKE_MIN_VOTES", "20"))
+ANOMALY_SPIKE_MIN_PEERS = int(os.environ.get("ANOMALY_SPIKE_MIN_PEERS", "5"))
+
+# Pipeline: how long a flush waits to gather a burst, how many dirty marks it takes per
+# round, and how long the "flush already queued" flag lives if its task is lost.
+METRICS_FLUSH_DEBOUNCE_SECONDS = float(os.environ.get("METRICS_FLUSH_DEBOUNCE_SECONDS", "0.3"))
+METRICS_FLUSH_BATCH = int(os.environ.get("METRICS_FLUSH_BATCH", "5000"))
+METRICS_FLUSH_PENDING_TTL = int(os.environ.get("METRICS_FLUSH_PENDING_TTL", "15"))
+
+# Cache TTLs: short while an election can still change, long once it is closed.
+METRICS_CACHE_TTL_ACTIVE = int(os.environ.get("METRICS_CACHE_TTL_ACTIVE", "30"))
+METRICS_CACHE_TTL_CLOSED = int(os.environ.get("METRICS_CACHE_TTL_CLOSED", str(24 * 3600)))
+
+# --- Security (production: DEBUG off) ---------------------------------------------------
+
+if not DEBUG:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "31536000"))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SECURE_CONTENT_TYPE_NOSNIFF = True
+    X_FRAME_OPTIONS = "DENY"
+
+# --- Logging ----------------------------------------------------------------------------
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

@@ -1,0 +1,128 @@
+from django.db import transaction as db_transaction
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.pagination import CursorPagination
+from rest_framework.response import Response
+
+from elections import services
+from elections.api.serializers import (
+    BulkIngestResultSerializer,
+    ConstituencySerializer,
+    ElectionSerializer,
+    TransactionSerializer,
+)
+from elections.models import Constituency, Election, Transaction
+
+MAX_REPORTED_ERRORS = 50
+
+
+class IdFilter(serializers.Serializer):
+    election = serializers.IntegerField(required=False, min_value=1)
+    constituency = serializers.IntegerField(required=False, min_value=1)
+
+
+class ElectionViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Elections. POST creates one (ingest permission)."""
+
+    queryset = Election.objects.all()
+    serializer_class = ElectionSerializer
+
+
+class ConstituencyViewSet(
+    mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    """Constituencies, filterable by ``election``. POST creates one (ingest permission)."""
+
+    serializer_class = ConstituencySerializer
+
+    def get_queryset(self):
+        filters = IdFilter(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        queryset = Constituency.objects.all()
+        if "election" in filters.validated_data:
+            queryset = queryset.filter(election_id=filters.validated_data["election"])
+        return queryset
+
+
+class NewestFirst(CursorPagination):
+    """No COUNT(*): the transaction table holds millions of rows."""
+
+    ordering = "-id"
+    page_size = 100
+    page_size_query_param = "page_size"
+    max_page_size = 1000
+
+
+class TransactionViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    """Transactions. POST one object, or a list of up to 10,000 (all-or-nothing; a tx_hash
+    already stored counts as a duplicate, not an error). GET lists the newest first."""
+
+    serializer_class = TransactionSerializer
+    pagination_class = NewestFirst
+
+    def get_queryset(self):
+        filters = IdFilter(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        queryset = Transaction.objects.all()
+        for name, value in filters.validated_data.items():
+            queryset = queryset.filter(**{f"{name}_id": value})
+        return queryset
+
+    @extend_schema(
+        request=TransactionSerializer,
+        responses={
+            200: OpenApiResponse(TransactionSerializer, description="This tx_hash was already stored."),
+            201: OpenApiResponse(
+                TransactionSerializer, description="Stored; a list answers with BulkIngestResult instead."
+            ),
+            400: OpenApiResponse(description="Invalid item(s); nothing was stored."),
+        },
+        description="One transaction object, or a JSON list of up to 10,000 (answered with created/duplicates).",
+    )
+    def create(self, request, *args, **kwargs):
+        data = request.data
+        if isinstance(data, list):
+            return self._create_many(data)
+        if not isinstance(data, dict):
+            return Response({"non_field_errors": ["Expected a JSON object or a list of them."]}, status=400)
+        lookup = services.constituency_lookup_by_id([data.get("constituency")])
+        try:
+            row = services.transaction_row_parse(data, constituency_lookup=lookup)
+        except services.RowError as error:
+            return Response({error.field: [error.message]}, status=status.HTTP_400_BAD_REQUEST)
+        result = services.transactions_ingest(rows=[row])
+        stored = Transaction.objects.get(tx_hash=row.tx_hash)
+        code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
+        return Response(TransactionSerializer(stored).data, status=code)
+
+    def _create_many(self, items: list):
+        limit = services.max_ingest_batch()
+        if not items:
+            return Response({"non_field_errors": ["Send at least one transaction."]}, status=400)
+        if len(items) > limit:
+            return Response(
+                {"non_field_errors": [f"At most {limit} transactions per request; got {len(items)}."]}, status=400
+            )
+        lookup = services.constituency_lookup_by_id(
+            item.get("constituency") for item in items if isinstance(item, dict)
+        )
+        rows, errors = [], []
+        for index, item in enumerate(items):
+            try:
+                rows.append(services.transaction_row_parse(item, constituency_lookup=lookup))
+            except services.RowError as error:
+                errors.append({"index": index, "field": error.field, "message": error.message})
+        if errors:
+            first = errors[0]
+            return Response(
+                {
+                    "detail": f"Item {first['index']} is invalid ({first['field']}: {first['message']}); "
+                    f"{len(errors)} invalid item(s) in all; nothing was stored.",
+                    "errors": errors[:MAX_REPORTED_ERRORS],
+                },
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        with db_transaction.atomic():
+            result = services.transactions_ingest(rows=rows)
+        body = BulkIngestResultSerializer({"created": result.created, "duplicates": result.duplicates}).data
+        return Response(body, status=status.HTTP_201_CREATED)

@@ -1,0 +1,164 @@
+"""What was observed: elections, their constituencies and the transaction stream."""
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+
+from elections.timebuckets import hour_bucket, timezone_names, zone
+
+
+def validate_timezone_name(value: str) -> None:
+    if value not in timezone_names():
+        raise ValidationError(f"'{value}' is not an IANA timezone name (e.g. Europe/Moscow).")
+
+
+class ElectionStatus(models.TextChoices):
+    SCHEDULED = "scheduled"
+    ACTIVE = "active"
+    CLOSED = "closed"
+
+
+def grace_period() -> timedelta:
+    return timedelta(hours=settings.ELECTION_GRACE_PERIOD_HOURS)
+
+
+class ElectionQuerySet(models.QuerySet):
+    def active(self, now: datetime | None = None):
+        """Inside the voting window or its grace period after it (late data still arrives)."""
+        now = now or timezone.now()
+        return self.filter(starts_at__lte=now, ends_at__gt=now - grace_period())
+
+
+class Election(models.Model):
+    code = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=255)
+    timezone = models.CharField(max_length=64, validators=[validate_timezone_name])
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ElectionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(ends_at__gt=F("starts_at")), name="election_window_positive"),
+        ]
+        permissions = [("ingest_data", "Can ingest elections, constituencies and transactions through the API")]
+
+    def __str__(self) -> str:
+        return f"{self.code} ({self.name})"
+
+    @property
+    def tz(self):
+        return zone(self.timezone)
+
+    def status_at(self, now: datetime) -> str:
+        if now < self.starts_at:
+            return ElectionStatus.SCHEDULED
+        if now < self.ends_at + grace_period():
+            return ElectionStatus.ACTIVE
+        return ElectionStatus.CLOSED
+
+    @property
+    def status(self) -> str:
+        return self.status_at(timezone.now())
+
+    def clean(self):
+        if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
+            raise ValidationError({"ends_at": "The voting window must end after it starts."})
+        if self.pk:
+            stored_tz = Election.objects.filter(pk=self.pk).values_list("timezone", flat=True).first()
+            if stored_tz and stored_tz != self.timezone and self.transactions.exists():
+                # Hour buckets are stored on each transaction; re-bucketing a live stream is
+                # not something to do silently.
+                raise ValidationError({"timezone": "Cannot change the timezone of an election with transactions."})
+
+
+class Constituency(models.Model):
+    election = models.ForeignKey(Election, on_delete=models.CASCADE, related_name="constituencies")
+    code = models.CharField(max_length=64)
+    name = models.CharField(max_length=255)
+    registered_voters = models.PositiveIntegerField(validators=[MinValueValidator(1)])
+
+    # Latest calculated metrics, written only by metrics.aggregation.
+    total_bulletins_issued = models.BigIntegerField(default=0, editable=False)
+    total_votes_cast = models.BigIntegerField(default=0, editable=False)
+    total_transactions = models.BigIntegerField(default=0, editable=False)
+    total_anomalies = models.IntegerField(default=0, editable=False)
+    participation_rate = models.FloatField(default=0.0, editable=False)
+    anomaly_score = models.FloatField(default=0.0, editable=False)
+    metrics_updated_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name_plural = "constituencies"
+        constraints = [
+            models.UniqueConstraint(fields=["election", "code"], name="constituency_code_unique_in_election"),
+            models.CheckConstraint(condition=Q(registered_voters__gt=0), name="constituency_registered_voters_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.code} ({self.name})"
+
+
+class TransactionKind(models.TextChoices):
+    BULLETIN_ISSUED = "bulletin_issued"
+    VOTE_CAST = "vote_cast"
+    OTHER = "other"
+
+
+class Transaction(models.Model):
+    tx_hash = models.CharField(max_length=128, unique=True)
+    election = models.ForeignKey(Election, on_delete=models.CASCADE, related_name="transactions", db_index=False)
+    constituency = models.ForeignKey(
+        Constituency, on_delete=models.CASCADE, related_name="transactions", db_index=False
+    )
+    kind = models.CharField(max_length=32, choices=TransactionKind.choices)
+    timestamp = models.DateTimeField()
+    # Start of the local hour (election timezone) holding ``timestamp``; derived on every
+    # write so aggregation is a plain GROUP BY and one bucket is one index range.
+    hour = models.DateTimeField(editable=False)
+    block_number = models.BigIntegerField(null=True, blank=True)
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(fields=["constituency", "hour"], name="tx_constituency_hour"),
+            models.Index(fields=["election", "hour"], name="tx_election_hour"),
+        ]
+
+    def __str__(self) -> str:
+        return self.tx_hash
+
+    def clean(self):
+        if self.constituency_id and self.election_id and self.constituency.election_id != self.election_id:
+            raise ValidationError({"constituency": "The constituency belongs to another election."})
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        # Remembered so that moving a transaction to another bucket marks the old one dirty too.
+        instance.loaded_bucket = (instance.__dict__.get("constituency_id"), instance.__dict__.get("hour"))
+        return instance
+
+    def save(self, *args, **kwargs):
+        # The ORM path of ingest: keep the derived bucket and the election in step with the
+        # constituency. Bulk paths compute the same in elections.services.
+        if self.election_id is None and self.constituency_id is not None:
+            self.election_id = self.constituency.election_id
+        if self.constituency.election_id != self.election_id:
+            raise ValidationError({"constituency": "The constituency belongs to another election."})
+        if timezone.is_naive(self.timestamp):
+            raise ValidationError({"timestamp": "The timestamp must carry a UTC offset."})
+        self.hour = hour_bucket(self.timestamp, self.election.tz)
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and "timestamp" in update_fields:
+            kwargs["update_fields"] = {*update_fields, "hour"}
+        super().save(*args, **kwargs)

@@ -1,0 +1,25 @@
+from django.conf import settings
+from rest_framework.permissions import SAFE_METHODS, BasePermission
+
+INGEST_PERMISSION = "elections.ingest_data"
+
+
+def can_ingest(user) -> bool:
+    return bool(user and user.is_authenticated and (user.is_staff or user.has_perm(INGEST_PERMISSION)))
+
+
+class ReadOrIngest(BasePermission):
+    """Reads: anyone when METRICS_ALLOW_ANONYMOUS_READ is on, else authenticated users.
+    Writes: authenticated users holding the ingest permission (or staff)."""
+
+    def has_permission(self, request, view):
+        if request.method in SAFE_METHODS:
+            return settings.METRICS_ALLOW_ANONYMOUS_READ or bool(request.user and request.user.is_authenticated)
+        return can_ingest(request.user)
+
+
+class IsStaff(BasePermission):
+    def has_permission(self, request, view):
+        if request.method in SAFE_METHODS:
+            return ReadOrIngest().has_permission(request, view)
+        return bool(request.user and request.user.is_authenticated and request.user.is_staff)

@@ -1,0 +1,245 @@
+"""Ingest: every path that stores transactions (API, bulk API, imports, seed) ends here."""
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from elections.models import Constituency, Election, Transaction, TransactionKind
+from elections.signals import buckets_changed
+from elections.timebuckets import hour_bucket, zone
+
+TX_HASH_MAX_LENGTH = Transaction._meta.get_field("tx_hash").max_length
+KINDS = frozenset(TransactionKind.values)
+INSERT_BATCH = 2000
+BLOCK_NUMBER_MAX = 2**63 - 1
+
+
+class RowError(ValueError):
+    """One field of one incoming transaction is invalid."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionRow:
+    tx_hash: str
+    election_id: int
+    constituency_id: int
+    kind: str
+    timestamp: datetime
+    block_number: int | None
+
+
+@dataclass
+class IngestResult:
+    created: int = 0
+    duplicates: int = 0
+    buckets: set = None
+
+    def __post_init__(self):
+        if self.buckets is None:
+            self.buckets = set()
+
+
+def parse_aware_datetime(value, *, field: str = "timestamp") -> datetime:
+    """ISO 8601 with a UTC offset ('Z' or ±hh:mm); naive values are refused, never guessed."""
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str) and value.strip():
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise RowError(field, f"'{value}' is not an ISO 8601 datetime.") from None
+    else:
+        raise RowError(field, "An ISO 8601 datetime with a UTC offset is required.")
+    if timezone.is_naive(parsed):
+        raise RowError(field, f"'{value}' has no UTC offset; add one such as 'Z' or '+03:00'.")
+    return parsed
+
+
+def transaction_row_parse(
+    raw: Mapping,
+    *,
+    constituency_lookup: Callable[[object], "Constituency | None"],
+    election_id: int | None = None,
+) -> TransactionRow:
+    """Validate one incoming transaction (API item, CSV line or JSON line).
+
+    ``constituency_lookup`` resolves the raw ``constituency`` value (an id from the API, a
+    code from imports) to a Constituency or None. ``election_id`` is the election the
+    caller expects, if any. Raises RowError naming the first bad field.
+    """
+    if not isinstance(raw, Mapping):
+        raise RowError("non_field_errors", "Expected a JSON object.")
+
+    tx_hash = raw.get("tx_hash")
+    if not isinstance(tx_hash, str) or not tx_hash.strip():
+        raise RowError("tx_hash", "A non-empty string is required.")
+    if len(tx_hash) > TX_HASH_MAX_LENGTH:
+        raise RowError("tx_hash", f"At most {TX_HASH_MAX_LENGTH} characters.")
+
+    if raw.get("constituency") in (None, ""):
+        raise RowError("constituency", "This field is required.")
+    constituency = constituency_lookup(raw["constituency"])
+    if constituency is None:
+        raise RowError("constituency", f"Unknown constituency '{raw['constituency']}'.")
+
+    claimed_election = raw.get("election")
+    if claimed_election not in (None, ""):
+        if str(claimed_election) != str(constituency.election_id):
+            raise RowError("election", f"Constituency {constituency.code} belongs to another election.")
+    if election_id is not None and constituency.election_id != election_id:
+        raise RowError("constituency", f"Constituency {constituency.code} belongs to another election.")
+
+    kind = raw.get("kind")
+    if kind not in KINDS:
+        raise RowError("kind", f"'{kind}' is not one of {', '.join(sorted(KINDS))}.")
+
+    timestamp = parse_aware_datetime(raw.get("timestamp"))
+
+    block_number = raw.get("block_number")
+    if block_number in (None, ""):
+        block_number = None
+    else:
+        if isinstance(block_number, bool):
+            raise RowError("block_number", "Must be a non-negative integer.")
+        try:
+            block_number = int(block_number)
+        except (TypeError, ValueError):
+            raise RowError("block_number", "Must be a non-negative integer.") from None
+        if not 0 <= block_number <= BLOCK_NUMBER_MAX:
+            raise RowError("block_number", "Must be a non-negative 64-bit integer.")
+
+    return TransactionRow(tx_hash, constituency.election_id, constituency.id, kind, timestamp, block_number)
+
+
+def transactions_ingest(*, rows: Sequence[TransactionRow], defer_flush: bool = False) -> IngestResult:
+    """Store new transactions, skip already-stored tx_hashes, and mark their buckets dirty.
+
+    All-or-nothing: runs in one database transaction. Duplicates (already stored, or
+    repeated within ``rows``) are counted, not errors. The metrics pipeline is told through
+    ``buckets_changed`` inside the same transaction, so the dirty marks commit with the rows.
+    """
+    result = IngestResult()
+    if not rows:
+        return result
+    timezones = dict(
+        Election.objects.filter(id__in={row.election_id for row in rows}).values_list("id", "timezone")
+    )
+    received_at = timezone.now()
+    unique: dict[str, tuple] = {}
+    for row in rows:
+        if row.tx_hash in unique:
+            result.duplicates += 1
+            continue
+        hour = hour_bucket(row.timestamp, zone(timezones[row.election_id]))
+        unique[row.tx_hash] = (
+            row.tx_hash,
+            row.election_id,
+            row.constituency_id,
+            row.kind,
+            row.timestamp,
+            hour,
+            row.block_number,
+            received_at,
+        )
+
+    values = list(unique.values())
+    with transaction.atomic():
+        created_hashes = _insert_ignoring_duplicates(values)
+        result.created = len(created_hashes)
+        result.duplicates += len(values) - result.created
+        by_election: dict[int, set] = {}
+        for tx_hash in created_hashes:
+            _, election_id, constituency_id, _, _, hour, _, _ = unique[tx_hash]
+            by_election.setdefault(election_id, set()).add((constituency_id, hour))
+        for election_id, buckets in by_election.items():
+            result.buckets |= buckets
+            buckets_changed.send(
+                sender=Transaction, election_id=election_id, buckets=buckets, defer_flush=defer_flush
+            )
+    return result
+
+
+_COLUMNS = ("tx_hash", "election_id", "constituency_id", "kind", "timestamp", "hour", "block_number", "received_at")
+
+
+def _insert_ignoring_duplicates(values: list[tuple]) -> list[str]:
+    """Multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING: one statement per batch, and
+    the exact set of rows that were new (both PostgreSQL and SQLite ≥ 3.35 support it)."""
+    table = connection.ops.quote_name(Transaction._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(c) for c in _COLUMNS)
+    adapt = _adapter()
+    created: list[str] = []
+    with connection.cursor() as cursor:
+        for start in range(0, len(values), INSERT_BATCH):
+            chunk = values[start : start + INSERT_BATCH]
+            placeholders = ", ".join(["(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"] * len(chunk))
+            params = [adapt(value) for row in chunk for value in row]
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) VALUES {placeholders} "
+                f"ON CONFLICT (tx_hash) DO NOTHING RETURNING tx_hash",
+                params,
+            )
+            created.extend(row[0] for row in cursor.fetchall())
+    return created
+
+
+def _adapter() -> Callable:
+    """Raw SQL bypasses field adaptation: SQLite stores datetimes as naive UTC text."""
+    if connection.vendor == "sqlite":
+        utc = zone("UTC")
+
+        def adapt(value):
+            if isinstance(value, datetime):
+                return value.astimezone(utc).replace(tzinfo=None).isoformat(" ")
+            return value
+
+        return adapt
+    return lambda value: value
+
+
+def constituency_lookup_by_id(ids: Iterable) -> Callable:
+    """A lookup for API items, which name constituencies by id; one query for the batch."""
+    wanted = set()
+    for value in ids:
+        if isinstance(value, bool):
+            continue
+        try:
+            wanted.add(int(value))
+        except (TypeError, ValueError):
+            continue
+    found = Constituency.objects.in_bulk(wanted) if wanted else {}
+
+    def lookup(value):
+        if isinstance(value, bool) or isinstance(value, float):
+            return None
+        try:
+            return found.get(int(value))
+        except (TypeError, ValueError):
+            return None
+
+    return lookup
+
+
+def max_ingest_batch() -> int:
+    return settings.INGEST_MAX_BATCH
+
+
+def transactions_delete(*, queryset) -> int:
+    """Delete transactions and mark their buckets dirty (set-based: one DISTINCT query)."""
+    with transaction.atomic():
+        buckets_by_election: dict[int, set] = {}
+        for election_id, constituency_id, hour in queryset.values_list("election_id", "constituency_id", "hour").distinct().order_by():
+            buckets_by_election.setdefault(election_id, set()).add((constituency_id, hour))
+        deleted, _ = queryset.delete()
+        for election_id, buckets in buckets_by_election.items():
+            buckets_changed.send(sender=Transaction, election_id=election_id, buckets=buckets, defer_flush=False)
+    return deleted

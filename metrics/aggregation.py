@@ -1,0 +1,448 @@
+"""Write side of the metrics: recompute hourly stats, anomalies and constituency metrics.
+
+One entry point, ``metrics_recompute``, recounts a *scope* of buckets from the Transaction
+rows with one SQL aggregate, then re-derives everything that depends on those counts:
+the cumulative participation of every later hour of the touched constituencies, the
+peer-judged spikes of the touched hours across the whole election, anomaly counts, and the
+touched constituencies' totals. It plans in memory and writes only what changed, with
+upserts, so running it twice gives the same rows and concurrent runs cannot duplicate.
+"""
+
+import logging
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
+
+from elections.models import Constituency, Election, Transaction, TransactionKind
+from elections.timebuckets import HOUR, hour_bucket
+from metrics import anomalies
+from metrics.cache import metrics_cache
+from metrics.models import Anomaly, AnomalyKind, HourlyStats
+
+logger = logging.getLogger(__name__)
+
+WRITE_BATCH = 2000
+HOURLY_FIELDS = [
+    "bulletins_issued",
+    "votes_cast",
+    "transaction_count",
+    "bulletin_velocity",
+    "vote_velocity",
+    "participation_rate",
+    "anomaly_count",
+    "timestamp",
+]
+CONSTITUENCY_FIELDS = [
+    "total_bulletins_issued",
+    "total_votes_cast",
+    "total_transactions",
+    "total_anomalies",
+    "participation_rate",
+    "anomaly_score",
+    "metrics_updated_at",
+]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which buckets to recount. ``q`` filters Transaction, HourlyStats and Anomaly alike:
+    all three carry ``election_id``, ``constituency_id`` and ``hour``."""
+
+    q: Q
+    all_constituencies: bool = False
+    whole_election: bool = False
+
+    @classmethod
+    def election(cls, *, since: datetime | None = None, until: datetime | None = None) -> "Scope":
+        q = _hour_range(since, until)
+        return cls(q=q, all_constituencies=True, whole_election=since is None and until is None)
+
+    @classmethod
+    def constituencies(cls, ids, *, since: datetime | None = None, until: datetime | None = None) -> "Scope":
+        return cls(q=Q(constituency_id__in=sorted(set(ids))) & _hour_range(since, until))
+
+    @classmethod
+    def hours(cls, hours) -> "Scope":
+        """The given hours in every constituency (refreshes the current hour's velocities)."""
+        return cls(q=Q(hour__in=sorted(set(hours))), all_constituencies=True)
+
+    @classmethod
+    def marks(cls, marks) -> "Scope":
+        """From dirty marks: (constituency_id, hour) pairs, hour None meaning every hour of
+        the constituency and constituency None the whole election."""
+        whole_constituencies: set[int] = set()
+        by_hour: dict[datetime, set[int]] = defaultdict(set)
+        for constituency_id, hour in marks:
+            if constituency_id is None:
+                return cls.election()
+            if hour is None:
+                whole_constituencies.add(constituency_id)
+            else:
+                by_hour[hour].add(constituency_id)
+        q = Q(pk__in=[])
+        if whole_constituencies:
+            q |= Q(constituency_id__in=sorted(whole_constituencies))
+        for hour, ids in sorted(by_hour.items()):
+            ids -= whole_constituencies
+            if ids:
+                q |= Q(hour=hour, constituency_id__in=sorted(ids))
+        return cls(q=q)
+
+
+def _hour_range(since: datetime | None, until: datetime | None) -> Q:
+    q = Q()
+    if since is not None:
+        q &= Q(hour__gte=since - timedelta(minutes=59, seconds=59, microseconds=999999))
+    if until is not None:
+        q &= Q(hour__lt=until)
+    return q
+
+
+@dataclass
+class RecomputeResult:
+    buckets_recounted: int = 0
+    rows_written: int = 0
+    rows_deleted: int = 0
+    anomalies_written: int = 0
+    anomalies_deleted: int = 0
+    constituencies_refreshed: int = 0
+
+    def __iadd__(self, other: "RecomputeResult") -> "RecomputeResult":
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        return self
+
+
+@dataclass(slots=True)
+class _Row:
+    id: int | None
+    bulletins: int
+    votes: int
+    total: int
+    bulletin_velocity: float
+    vote_velocity: float
+    rate: float
+    anomaly_count: int
+    recounted: bool = False
+    outside: int = 0
+
+
+@dataclass
+class _Plan:
+    series: dict[int, dict[datetime, _Row]] = field(default_factory=lambda: defaultdict(dict))
+    deleted_ids: list[int] = field(default_factory=list)
+
+
+def velocity_minutes(hour: datetime, *, starts_at: datetime, ends_at: datetime, now: datetime) -> float:
+    """Minutes of the bucket inside the voting window and already past; at least 1."""
+    start = max(hour, starts_at)
+    end = min(hour + HOUR, ends_at, now)
+    return max(1.0, (end - start).total_seconds() / 60) if end > start else 1.0
+
+
+def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = None) -> RecomputeResult:
+    """Recount ``scope`` from transactions and bring every dependent figure up to date."""
+    now = now or timezone.now()
+    result = RecomputeResult()
+    with transaction.atomic():
+        # Subtle: recomputes of one election are serialized, so a slower run that read older
+        # transactions can never overwrite a newer run's rows. FOR NO KEY UPDATE does not
+        # block ingest, whose foreign-key checks only take KEY SHARE on the election row.
+        election = Election.objects.select_for_update(no_key=True).get(pk=election_id)
+
+        counts = _recount(election, scope)
+        stored_in_scope = {
+            (c, h): pk
+            for pk, c, h in HourlyStats.objects.filter(election_id=election_id)
+            .filter(scope.q)
+            .values_list("id", "constituency_id", "hour")
+            .order_by()
+        }
+        scope_keys = counts.keys() | stored_in_scope.keys()
+        touched = {c for c, _ in scope_keys}
+        changed_hours = {h for _, h in scope_keys}
+        result.buckets_recounted = len(scope_keys)
+
+        plan = _load_series(election_id, scope, touched)
+        peers_outside = _load_other_peers(election_id, scope, touched, changed_hours)
+        voters = _registered_voters(election_id, scope, touched | {c for c, _, _, _, _ in peers_outside})
+
+        for key, pk in stored_in_scope.items():
+            if key not in counts:
+                plan.deleted_ids.append(pk)
+                plan.series[key[0]].pop(key[1], None)
+        for (c, h), (bulletins, votes, total, outside) in counts.items():
+            minutes = velocity_minutes(h, starts_at=election.starts_at, ends_at=election.ends_at, now=now)
+            row = plan.series[c].get(h) or _Row(None, 0, 0, 0, 0.0, 0.0, 0.0, 0)
+            row.bulletins, row.votes, row.total, row.outside = bulletins, votes, total, outside
+            row.bulletin_velocity, row.vote_velocity = bulletins / minutes, votes / minutes
+            row.recounted = True
+            plan.series[c][h] = row
+
+        desired = _desired_anomalies(plan, voters, counts, changed_hours, peers_outside)
+        existing = _existing_anomalies(election_id, scope, touched, changed_hours)
+
+        def in_region(c: int, h: datetime, kind: str) -> bool:
+            if scope.whole_election:
+                return True
+            if kind in anomalies.CUMULATIVE_KINDS:
+                return c in touched
+            if kind == AnomalyKind.OUTSIDE_VOTING_WINDOW:
+                return (c, h) in scope_keys
+            return h in changed_hours
+
+        stale_ids = [pk for key, (pk, _, _) in existing.items() if key not in desired and in_region(*key)]
+        upserts = [
+            Anomaly(
+                election_id=election_id, constituency_id=c, hour=h, kind=kind, weight=w, details=d, detected_at=now
+            )
+            for (c, h, kind), (w, d) in desired.items()
+            if existing.get((c, h, kind), (None, None, None))[1:] != (w, d)
+        ]
+        kinds_after = Counter((c, h) for (c, h, kind) in existing if (c, h, kind) in desired or not in_region(c, h, kind))
+        kinds_after.update((c, h) for (c, h, kind) in desired if (c, h, kind) not in existing)
+
+        hourly_upserts = _hourly_rows_to_write(election_id, plan, voters, kinds_after, now)
+        # Peers outside ``touched`` only had their spike re-judged: their other anomalies are
+        # unchanged, so their count moves by exactly the spike that came or went.
+        peer_updates = [
+            HourlyStats(id=pk, anomaly_count=stored + _spike_delta(c, h, existing, desired), timestamp=now)
+            for pk, c, h, _, stored in peers_outside
+            if _spike_delta(c, h, existing, desired)
+        ]
+
+        _write(plan.deleted_ids, stale_ids, upserts, hourly_upserts, peer_updates)
+        result.rows_written = len(hourly_upserts) + len(peer_updates)
+        result.rows_deleted = len(plan.deleted_ids)
+        result.anomalies_written = len(upserts)
+        result.anomalies_deleted = len(stale_ids)
+
+        refresh = touched | {c for _, c, h, _, _ in peers_outside if _spike_delta(c, h, existing, desired)}
+        result.constituencies_refreshed = constituency_metrics_refresh(
+            election_id=election_id, constituency_ids=None if scope.whole_election else refresh, voters=voters, now=now
+        )
+        transaction.on_commit(lambda: metrics_cache.invalidate_election(election_id))
+    logger.debug("recompute election=%s %s", election_id, result)
+    return result
+
+
+def _recount(election: Election, scope: Scope) -> dict[tuple[int, datetime], tuple[int, int, int, int]]:
+    outside = Q(timestamp__lt=election.starts_at) | Q(timestamp__gte=election.ends_at)
+    rows = (
+        Transaction.objects.filter(election_id=election.id)
+        .filter(scope.q)
+        .values("constituency_id", "hour")
+        .annotate(
+            bulletins=Count("id", filter=Q(kind=TransactionKind.BULLETIN_ISSUED)),
+            votes=Count("id", filter=Q(kind=TransactionKind.VOTE_CAST)),
+            total=Count("id"),
+            outside=Count("id", filter=outside),
+        )
+        .order_by()
+    )
+    return {(r["constituency_id"], r["hour"]): (r["bulletins"], r["votes"], r["total"], r["outside"]) for r in rows}
+
+
+def _load_series(election_id: int, scope: Scope, touched: set[int]) -> _Plan:
+    """Every stored hour of the touched constituencies: cumulative figures need the whole run."""
+    plan = _Plan()
+    if not touched:
+        return plan
+    rows = HourlyStats.objects.filter(election_id=election_id)
+    if not scope.all_constituencies:
+        rows = rows.filter(constituency_id__in=sorted(touched))
+    for pk, c, h, b, v, t, bv, vv, rate, n in rows.values_list(
+        "id", "constituency_id", "hour", *HOURLY_FIELDS[:-1]
+    ).order_by():
+        if c in touched:
+            plan.series[c][h] = _Row(pk, b, v, t, bv, vv, rate, n)
+    return plan
+
+
+def _load_other_peers(election_id: int, scope: Scope, touched: set[int], hours: set[datetime]) -> list[tuple]:
+    """Rows of untouched constituencies in the touched hours: the peers a spike is judged against."""
+    if not hours:
+        return []
+    return list(
+        HourlyStats.objects.filter(election_id=election_id, hour__in=sorted(hours))
+        .exclude(constituency_id__in=sorted(touched))
+        .values_list("id", "constituency_id", "hour", "votes_cast", "anomaly_count")
+        .order_by()
+    )
+
+
+def _registered_voters(election_id: int, scope: Scope, ids: set[int]) -> dict[int, int]:
+    rows = Constituency.objects.filter(election_id=election_id)
+    if not scope.whole_election:
+        rows = rows.filter(id__in=sorted(ids))
+    return dict(rows.values_list("id", "registered_voters"))
+
+
+def _desired_anomalies(plan, voters, counts, changed_hours, peers_outside) -> dict[tuple, tuple[float, dict]]:
+    desired: dict[tuple, tuple[float, dict]] = {}
+    peers: dict[datetime, dict[int, tuple[int, int]]] = {h: {} for h in changed_hours}
+
+    for c, hours in plan.series.items():
+        cum_votes = cum_bulletins = 0
+        for h in sorted(hours):
+            row = hours[h]
+            cum_votes += row.votes
+            cum_bulletins += row.bulletins
+            details = anomalies.turnout_over_100(cumulative_votes=cum_votes, registered_voters=voters[c])
+            if details:
+                desired[(c, h, AnomalyKind.TURNOUT_OVER_100)] = (anomalies.weight(AnomalyKind.TURNOUT_OVER_100), details)
+            details = anomalies.votes_exceed_bulletins(cumulative_votes=cum_votes, cumulative_bulletins=cum_bulletins)
+            if details:
+                kind = AnomalyKind.VOTES_EXCEED_BULLETINS
+                desired[(c, h, kind)] = (anomalies.weight(kind), details)
+            if h in peers:
+                peers[h][c] = (row.votes, voters[c])
+
+    for (c, h), (_, _, _, outside) in counts.items():
+        details = anomalies.outside_voting_window(transactions_outside=outside)
+        if details:
+            kind = AnomalyKind.OUTSIDE_VOTING_WINDOW
+            desired[(c, h, kind)] = (anomalies.weight(kind), details)
+
+    for _, c, h, votes, _ in peers_outside:
+        peers[h][c] = (votes, voters[c])
+    spike_weight = anomalies.weight(AnomalyKind.VELOCITY_SPIKE)
+    for h, hour_peers in peers.items():
+        for c, details in anomalies.velocity_spikes(hour_peers).items():
+            desired[(c, h, AnomalyKind.VELOCITY_SPIKE)] = (spike_weight, details)
+    return desired
+
+
+def _existing_anomalies(election_id, scope, touched, changed_hours) -> dict[tuple, tuple[int, float, dict]]:
+    rows = Anomaly.objects.filter(election_id=election_id)
+    if not scope.whole_election:
+        region = Q(kind=AnomalyKind.VELOCITY_SPIKE, hour__in=sorted(changed_hours))
+        if touched:
+            region |= Q(constituency_id__in=sorted(touched))
+        rows = rows.filter(region)
+    return {
+        (c, h, kind): (pk, w, d)
+        for pk, c, h, kind, w, d in rows.values_list(
+            "id", "constituency_id", "hour", "kind", "weight", "details"
+        ).order_by()
+    }
+
+
+def _spike_delta(c, h, existing, desired) -> int:
+    key = (c, h, AnomalyKind.VELOCITY_SPIKE)
+    return (key in desired) - (key in existing)
+
+
+def _hourly_rows_to_write(election_id, plan, voters, kinds_after, now) -> list[HourlyStats]:
+    rows = []
+    for c, hours in plan.series.items():
+        cum_votes = 0
+        for h in sorted(hours):
+            row = hours[h]
+            cum_votes += row.votes
+            rate = 100.0 * cum_votes / voters[c]
+            n = kinds_after[(c, h)]
+            if row.recounted or row.id is None or rate != row.rate or n != row.anomaly_count:
+                rows.append(
+                    HourlyStats(
+                        election_id=election_id,
+                        constituency_id=c,
+                        hour=h,
+                        bulletins_issued=row.bulletins,
+                        votes_cast=row.votes,
+                        transaction_count=row.total,
+                        bulletin_velocity=row.bulletin_velocity,
+                        vote_velocity=row.vote_velocity,
+                        participation_rate=rate,
+                        anomaly_count=n,
+                        timestamp=now,
+                    )
+                )
+    return rows
+
+
+def _write(deleted_ids, stale_anomaly_ids, anomaly_upserts, hourly_upserts, peer_updates) -> None:
+    for start in range(0, len(deleted_ids), WRITE_BATCH):
+        HourlyStats.objects.filter(id__in=deleted_ids[start : start + WRITE_BATCH]).delete()
+    for start in range(0, len(stale_anomaly_ids), WRITE_BATCH):
+        Anomaly.objects.filter(id__in=stale_anomaly_ids[start : start + WRITE_BATCH]).delete()
+    if hourly_upserts:
+        HourlyStats.objects.bulk_create(
+            hourly_upserts,
+            batch_size=WRITE_BATCH,
+            update_conflicts=True,
+            unique_fields=["constituency", "hour"],
+            update_fields=HOURLY_FIELDS,
+        )
+    if peer_updates:
+        HourlyStats.objects.bulk_update(peer_updates, ["anomaly_count", "timestamp"], batch_size=WRITE_BATCH)
+    if anomaly_upserts:
+        Anomaly.objects.bulk_create(
+            anomaly_upserts,
+            batch_size=WRITE_BATCH,
+            update_conflicts=True,
+            unique_fields=["constituency", "hour", "kind"],
+            update_fields=["weight", "details"],
+        )
+
+
+def constituency_metrics_refresh(
+    *, election_id: int, constituency_ids: set[int] | None, voters: dict[int, int] | None = None, now=None
+) -> int:
+    """Write the constituencies' totals, participation and anomaly score from their stored
+    hourly rows and anomalies (two grouped aggregates and one bulk update)."""
+    now = now or timezone.now()
+    constituencies = Constituency.objects.filter(election_id=election_id)
+    if constituency_ids is not None:
+        if not constituency_ids:
+            return 0
+        constituencies = constituencies.filter(id__in=sorted(constituency_ids))
+    ids = None if constituency_ids is None else set(constituency_ids)
+    if voters is None or (ids is not None and not ids <= voters.keys()):
+        voters = dict(constituencies.values_list("id", "registered_voters"))
+    if ids is None:
+        ids = set(voters)
+    stats = HourlyStats.objects.filter(election_id=election_id)
+    found = Anomaly.objects.filter(election_id=election_id)
+    if constituency_ids is not None:
+        stats = stats.filter(constituency_id__in=sorted(ids))
+        found = found.filter(constituency_id__in=sorted(ids))
+    totals = {
+        r["constituency_id"]: r
+        for r in stats.values("constituency_id")
+        .annotate(b=Sum("bulletins_issued"), v=Sum("votes_cast"), t=Sum("transaction_count"))
+        .order_by()
+    }
+    flagged = {
+        r["constituency_id"]: r
+        for r in found.values("constituency_id").annotate(n=Count("id"), w=Sum("weight")).order_by()
+    }
+    updates = []
+    for c in ids:
+        t = totals.get(c, {})
+        a = flagged.get(c, {})
+        votes = t.get("v") or 0
+        updates.append(
+            Constituency(
+                id=c,
+                total_bulletins_issued=t.get("b") or 0,
+                total_votes_cast=votes,
+                total_transactions=t.get("t") or 0,
+                total_anomalies=a.get("n") or 0,
+                participation_rate=100.0 * votes / voters[c],
+                anomaly_score=anomalies.anomaly_score(a.get("w") or 0),
+                metrics_updated_at=now,
+            )
+        )
+    Constituency.objects.bulk_update(updates, CONSTITUENCY_FIELDS, batch_size=500)
+    return len(updates)
+
+
+def current_hours(election: Election, now: datetime) -> list[datetime]:
+    """The current local hour and the one before: their velocities depend on the clock."""
+    current = hour_bucket(now, election.tz)
+    return [current - HOUR, current]

@@ -1,0 +1,65 @@
+"""The anomaly rule table of SPEC section 4: one small function per rule.
+
+Each rule returns ``details`` (a JSON-able dict) when it fires and None when it does not.
+Weights and thresholds are settings, read at call time so tests can override them.
+"""
+
+import math
+from statistics import median
+
+from django.conf import settings
+
+from metrics.models import AnomalyKind
+
+# 1.4826 × MAD estimates the standard deviation of normally distributed data.
+MAD_TO_SIGMA = 1.4826
+
+
+def weight(kind: str) -> float:
+    return float(settings.ANOMALY_WEIGHTS[kind])
+
+
+def turnout_over_100(*, cumulative_votes: int, registered_voters: int) -> dict | None:
+    if cumulative_votes > registered_voters:
+        return {"cumulative_votes": cumulative_votes, "registered_voters": registered_voters}
+    return None
+
+
+def votes_exceed_bulletins(*, cumulative_votes: int, cumulative_bulletins: int) -> dict | None:
+    if cumulative_votes > cumulative_bulletins:
+        return {"cumulative_votes": cumulative_votes, "cumulative_bulletins": cumulative_bulletins}
+    return None
+
+
+def outside_voting_window(*, transactions_outside: int) -> dict | None:
+    if transactions_outside > 0:
+        return {"transactions_outside": transactions_outside}
+    return None
+
+
+def velocity_spikes(peers: dict[int, tuple[int, int]]) -> dict[int, dict]:
+    """Judge one hour across an election: ``peers`` maps constituency id to (votes in the
+    hour, registered voters) for every constituency with data that hour. Returns the
+    spiking constituencies with their details."""
+    if len(peers) < settings.ANOMALY_SPIKE_MIN_PEERS:
+        return {}
+    shares = {cid: votes / voters for cid, (votes, voters) in peers.items()}
+    m = median(shares.values())
+    mad = median(abs(x - m) for x in shares.values())
+    threshold = settings.ANOMALY_SPIKE_K * MAD_TO_SIGMA * mad
+    min_votes = settings.ANOMALY_SPIKE_MIN_VOTES
+    return {
+        cid: {"votes": peers[cid][0], "share": x, "median": m, "mad": mad, "peers": len(peers)}
+        for cid, x in shares.items()
+        if x - m > threshold and peers[cid][0] >= min_votes
+    }
+
+
+def anomaly_score(weight_sum: float) -> float:
+    """100 × (1 − e^(−S/10)), rounded to 2 decimals; 0 for a constituency with no anomalies."""
+    if weight_sum <= 0:
+        return 0.0
+    return round(100 * (1 - math.exp(-weight_sum / 10)), 2)
+
+
+CUMULATIVE_KINDS = (AnomalyKind.TURNOUT_OVER_100, AnomalyKind.VOTES_EXCEED_BULLETINS)

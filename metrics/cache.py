@@ -1,0 +1,166 @@
+"""Every metrics cache key, TTL and invalidation lives here (SPEC section 6).
+
+Invalidation is O(1) per election: each election has a version number that is part of
+every key computed from it; a recompute bumps the version after it commits, and the old
+entries simply age out. A cache outage is never an error: every operation degrades to a
+miss, logged, and the caller answers from the database.
+"""
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import caches
+
+logger = logging.getLogger(__name__)
+
+MISS = object()
+LOCK_TTL = 30  # seconds a computation may hold its key's lock
+LOCK_WAIT = 5.0  # seconds a request waits for another's computation before doing its own
+LOCK_POLL = 0.05
+
+
+class MetricsCache:
+    def __init__(self, alias: str = "default"):
+        self.alias = alias
+
+    @property
+    def backend(self):
+        return caches[self.alias]
+
+    # --- plain operations, each safe against a failing backend --------------------------
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self.backend.get(key, default)
+        except Exception:
+            logger.warning("cache get failed for %s; answering from the database", key, exc_info=True)
+            return default
+
+    def set(self, key: str, value: Any, ttl: int | None) -> bool:
+        try:
+            self.backend.set(key, value, ttl)
+            return True
+        except Exception:
+            logger.warning("cache set failed for %s", key, exc_info=True)
+            return False
+
+    def add(self, key: str, value: Any, ttl: int | None) -> bool | None:
+        """True if stored, False if the key existed, None if the backend failed."""
+        try:
+            return bool(self.backend.add(key, value, ttl))
+        except Exception:
+            logger.warning("cache add failed for %s", key, exc_info=True)
+            return None
+
+    def delete(self, key: str) -> None:
+        try:
+            self.backend.delete(key)
+        except Exception:
+            logger.warning("cache delete failed for %s", key, exc_info=True)
+
+    def get_or_compute(self, key: str, compute: Callable[[], Any], ttl: int | None) -> tuple[Any, bool]:
+        """The cached value, or compute it once: under a burst of misses one caller computes
+        while the others wait for its result. Returns (value, was_cached)."""
+        value = self.get(key, MISS)
+        if value is not MISS:
+            return value, True
+        lock_key = f"{key}:lock"
+        locked = self.add(lock_key, 1, LOCK_TTL)
+        if locked is False:
+            deadline = time.monotonic() + LOCK_WAIT
+            while time.monotonic() < deadline:
+                time.sleep(LOCK_POLL)
+                value = self.get(key, MISS)
+                if value is not MISS:
+                    return value, True
+        try:
+            value = compute()
+            self.set(key, value, ttl)
+        finally:
+            if locked:
+                self.delete(lock_key)
+        return value, False
+
+    # --- keys -----------------------------------------------------------------------------
+
+    def _version(self, key: str) -> int:
+        version = self.get(key)
+        if version is None:
+            # Start from the clock, so a lost version key never brings back old entries.
+            initial = time.time_ns()
+            if self.add(key, initial, None) is None:
+                return initial
+            version = self.get(key, initial)
+        return version
+
+    @staticmethod
+    def _version_key(election_id: int) -> str:
+        return f"metrics:election:{election_id}:version"
+
+    GLOBAL_VERSION_KEY = "metrics:global:version"
+
+    @staticmethod
+    def _params(params: dict) -> str:
+        if not params:
+            return "-"
+        text = json.dumps(params, sort_keys=True, default=str)
+        return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
+
+    def election_key(self, election_id: int, name: str, **params) -> str:
+        version = self._version(self._version_key(election_id))
+        return f"metrics:election:{election_id}:v{version}:{name}:{self._params(params)}"
+
+    def global_key(self, name: str, **params) -> str:
+        version = self._version(self.GLOBAL_VERSION_KEY)
+        return f"metrics:global:v{version}:{name}:{self._params(params)}"
+
+    def ttl_for(self, status: str) -> int:
+        """Short while an election can still change; long once it is closed (a recompute
+        still invalidates it at once)."""
+        if status == "closed":
+            return settings.METRICS_CACHE_TTL_CLOSED
+        return settings.METRICS_CACHE_TTL_ACTIVE
+
+    # --- lookups that let a cache hit skip the database -----------------------------------
+
+    def constituency_election(self, constituency_id: int, resolve: Callable[[], int | None]) -> int | None:
+        """The election of a constituency (never changes), so constituency endpoints can
+        build their key without a query."""
+        key = f"metrics:constituency:{constituency_id}:election"
+        election_id = self.get(key)
+        if election_id is None:
+            election_id = resolve()
+            if election_id is not None:
+                self.set(key, election_id, 24 * 3600)
+        return election_id
+
+    # --- invalidation and pipeline flags ----------------------------------------------------
+
+    def invalidate_election(self, election_id: int) -> None:
+        """Called after a recompute commits: O(1), whatever the number of entries."""
+        for key in (self._version_key(election_id), self.GLOBAL_VERSION_KEY):
+            try:
+                self.backend.incr(key)
+            except ValueError:
+                self.set(key, time.time_ns(), None)
+            except Exception:
+                logger.warning("cache invalidation failed for %s", key, exc_info=True)
+
+    @staticmethod
+    def _flush_pending_key(election_id: int) -> str:
+        return f"metrics:election:{election_id}:flush-pending"
+
+    def flush_pending_claim(self, election_id: int) -> bool:
+        """True if the caller should queue a flush (none is queued yet, or the cache is down)."""
+        return self.add(self._flush_pending_key(election_id), 1, settings.METRICS_FLUSH_PENDING_TTL) is not False
+
+    def flush_pending_clear(self, election_id: int) -> None:
+        self.delete(self._flush_pending_key(election_id))
+
+
+metrics_cache = MetricsCache()

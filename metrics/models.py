@@ -1,0 +1,87 @@
+"""What we derive from the transaction stream: hourly statistics and anomaly flags."""
+
+from django.db import models
+from django.utils import timezone
+
+from elections.models import Constituency, Election
+
+
+class HourlyStats(models.Model):
+    """One row per (constituency, local hour) holding at least one transaction."""
+
+    election = models.ForeignKey(Election, on_delete=models.CASCADE, related_name="hourly_stats")
+    constituency = models.ForeignKey(
+        Constituency, on_delete=models.CASCADE, related_name="hourly_stats", db_index=False
+    )
+    hour = models.DateTimeField(help_text="Bucket start: the local hour in the election's timezone, as an instant.")
+    bulletins_issued = models.IntegerField(default=0)
+    votes_cast = models.IntegerField(default=0)
+    transaction_count = models.IntegerField(default=0)
+    bulletin_velocity = models.FloatField(default=0.0, help_text="Bulletins per minute.")
+    vote_velocity = models.FloatField(default=0.0, help_text="Votes per minute.")
+    participation_rate = models.FloatField(
+        default=0.0, help_text="100 × cumulative votes up to the end of this hour ÷ registered voters."
+    )
+    anomaly_count = models.IntegerField(default=0)
+    timestamp = models.DateTimeField(default=timezone.now, help_text="When this row was last computed.")
+
+    class Meta:
+        verbose_name_plural = "hourly stats"
+        ordering = ["hour", "constituency_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["constituency", "hour"], name="hourly_stats_unique_bucket"),
+        ]
+        indexes = [models.Index(fields=["election", "hour"], name="hourly_stats_election_hour")]
+
+    def __str__(self) -> str:
+        return f"{self.constituency_id} @ {self.hour.isoformat()}"
+
+
+class AnomalyKind(models.TextChoices):
+    TURNOUT_OVER_100 = "turnout_over_100"
+    VOTES_EXCEED_BULLETINS = "votes_exceed_bulletins"
+    VELOCITY_SPIKE = "velocity_spike"
+    OUTSIDE_VOTING_WINDOW = "outside_voting_window"
+
+
+class Anomaly(models.Model):
+    election = models.ForeignKey(Election, on_delete=models.CASCADE, related_name="anomalies", db_index=False)
+    constituency = models.ForeignKey(Constituency, on_delete=models.CASCADE, related_name="anomalies", db_index=False)
+    hour = models.DateTimeField()
+    kind = models.CharField(max_length=32, choices=AnomalyKind.choices)
+    weight = models.FloatField()
+    details = models.JSONField(default=dict)
+    detected_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "anomalies"
+        ordering = ["-hour", "constituency_id", "kind"]
+        constraints = [
+            models.UniqueConstraint(fields=["constituency", "hour", "kind"], name="anomaly_unique_per_bucket_kind"),
+        ]
+        indexes = [
+            models.Index(fields=["election", "hour"], name="anomaly_election_hour"),
+            models.Index(fields=["election", "kind", "hour"], name="anomaly_election_kind_hour"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.constituency_id} @ {self.hour.isoformat()}"
+
+
+class DirtyBucket(models.Model):
+    """A durable mark that a bucket's stats must be recomputed.
+
+    Written in the same database transaction as the data that made it dirty, so a crash, a
+    lost task or an unreachable broker never loses the need to recompute. Append-only: a
+    flush deletes exactly the marks it read, so a mark added while it runs survives it.
+    ``hour`` null means every hour of the constituency; ``constituency`` null, the whole
+    election.
+    """
+
+    election = models.ForeignKey(Election, on_delete=models.CASCADE, related_name="+", db_index=False)
+    constituency = models.ForeignKey(Constituency, on_delete=models.CASCADE, null=True, related_name="+", db_index=False)
+    hour = models.DateTimeField(null=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["election", "id"], name="dirty_bucket_election_id")]

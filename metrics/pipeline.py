@@ -1,0 +1,145 @@
+"""Keeping metrics current (SPEC section 5): dirty marks, coalesced flushes, the sweep.
+
+Every ingest path marks the buckets it touched in the DirtyBucket table, inside its own
+database transaction, and after commit asks for a flush of the election. At most one flush
+per election is queued at a time (a short-lived flag in the cache); the flush clears the
+flag *before* reading the marks, so a mark committed later always finds either the flag
+clear (and queues another flush) or a flush that has not read yet. Nothing is dropped: a
+lost task, a dead worker or a broker outage leaves the marks in the database, where the
+beat sweep finds them.
+"""
+
+import logging
+import time
+from collections.abc import Iterable
+from datetime import datetime
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from elections.models import Election, Transaction
+from metrics.aggregation import RecomputeResult, Scope, current_hours, metrics_recompute
+from metrics.cache import metrics_cache
+from metrics.models import DirtyBucket, HourlyStats
+
+logger = logging.getLogger(__name__)
+
+FLUSH_TIME_BUDGET = 20.0  # seconds one flush task works before handing over to a new one
+
+
+def buckets_mark_dirty(*, election_id: int, buckets: Iterable[tuple[int | None, datetime | None]]) -> int:
+    """Durably record that these buckets need a recompute. Call inside the writing transaction."""
+    marks = [DirtyBucket(election_id=election_id, constituency_id=c, hour=h) for c, h in set(buckets)]
+    DirtyBucket.objects.bulk_create(marks, batch_size=2000)
+    return len(marks)
+
+
+def flush_request(election_id: int) -> None:
+    """Make sure a flush of the election's dirty marks is queued (after commit only)."""
+    if not metrics_cache.flush_pending_claim(election_id):
+        return
+    from metrics.tasks import flush_dirty_buckets
+
+    try:
+        flush_dirty_buckets.apply_async((election_id,), countdown=settings.METRICS_FLUSH_DEBOUNCE_SECONDS)
+    except Exception:
+        # The marks are safe in the database; the beat sweep will flush them.
+        metrics_cache.flush_pending_clear(election_id)
+        logger.warning("could not queue a metrics flush for election %s; the sweep will", election_id, exc_info=True)
+
+
+def flush_request_on_commit(election_id: int) -> None:
+    transaction.on_commit(lambda: flush_request(election_id), robust=True)
+
+
+def dirty_buckets_flush(*, election_id: int, limit: int | None = None, now: datetime | None = None) -> int:
+    """Recompute one batch of the election's dirty marks; returns how many marks it consumed."""
+    limit = limit or settings.METRICS_FLUSH_BATCH
+    with transaction.atomic():
+        if not Election.objects.select_for_update(no_key=True).filter(pk=election_id).exists():
+            return 0
+        # Subtle: the marks are read before the recount, and exactly those are deleted after
+        # it, so a mark committed meanwhile survives for the next flush.
+        marks = list(
+            DirtyBucket.objects.filter(election_id=election_id)
+            .order_by("id")
+            .values_list("id", "constituency_id", "hour")[:limit]
+        )
+        if not marks:
+            return 0
+        metrics_recompute(election_id=election_id, scope=Scope.marks((c, h) for _, c, h in marks), now=now)
+        ids = [pk for pk, _, _ in marks]
+        for start in range(0, len(ids), 2000):
+            DirtyBucket.objects.filter(id__in=ids[start : start + 2000]).delete()
+    return len(marks)
+
+
+def dirty_buckets_flush_all(*, election_id: int, time_budget: float = FLUSH_TIME_BUDGET) -> int:
+    """Flush until no marks are left or the time budget is spent (then queue a successor)."""
+    metrics_cache.flush_pending_clear(election_id)
+    deadline = time.monotonic() + time_budget
+    consumed = 0
+    while True:
+        batch = dirty_buckets_flush(election_id=election_id)
+        consumed += batch
+        if batch == 0:
+            return consumed
+        if time.monotonic() > deadline:
+            flush_request(election_id)
+            return consumed
+
+
+def stale_buckets_find(*, election_id: int) -> set[tuple[int, datetime]]:
+    """Buckets whose stored transaction_count disagrees with their transactions (or that
+    exist on only one side): what a lost update would leave behind."""
+    actual = {
+        (r["constituency_id"], r["hour"]): r["n"]
+        for r in Transaction.objects.filter(election_id=election_id)
+        .values("constituency_id", "hour")
+        .annotate(n=Count("id"))
+        .order_by()
+    }
+    stored = dict(
+        ((c, h), n)
+        for c, h, n in HourlyStats.objects.filter(election_id=election_id)
+        .values_list("constituency_id", "hour", "transaction_count")
+        .order_by()
+    )
+    return {key for key in actual.keys() | stored.keys() if actual.get(key) != stored.get(key)}
+
+
+def election_sweep(*, election_id: int, now: datetime | None = None) -> dict:
+    """Flush leftover marks, repair buckets that disagree with their transactions, and
+    refresh the clock-dependent velocities of the current and previous hour."""
+    now = now or timezone.now()
+    flushed = dirty_buckets_flush_all(election_id=election_id)
+    stale = stale_buckets_find(election_id=election_id)
+    if stale:
+        logger.warning("sweep: election %s had %d stale buckets; repairing", election_id, len(stale))
+        metrics_recompute(election_id=election_id, scope=Scope.marks(stale), now=now)
+    election = Election.objects.get(pk=election_id)
+    metrics_recompute(election_id=election_id, scope=Scope.hours(current_hours(election, now)), now=now)
+    return {"election_id": election_id, "flushed_marks": flushed, "repaired_buckets": len(stale)}
+
+
+def active_elections_sweep(*, now: datetime | None = None) -> list[dict]:
+    now = now or timezone.now()
+    return [election_sweep(election_id=pk, now=now) for pk in Election.objects.active(now).values_list("id", flat=True)]
+
+
+def election_recompute(
+    *,
+    election_id: int,
+    constituency_ids: Iterable[int] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> RecomputeResult:
+    """The manual path (API, admin action, backfill): recount a whole election or some of
+    its constituencies, optionally within [since, until)."""
+    if constituency_ids is None:
+        scope = Scope.election(since=since, until=until)
+    else:
+        scope = Scope.constituencies(constituency_ids, since=since, until=until)
+    return metrics_recompute(election_id=election_id, scope=scope)

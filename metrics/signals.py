@@ -1,0 +1,66 @@
+"""Signal receivers: thin doors from every write path into metrics.pipeline.
+
+Deletions have no receiver on purpose: a post_delete receiver would make Django load every
+transaction of a deleted election into memory. elections.services.transactions_delete marks
+the buckets of what it deletes, and the sweep repairs any other deletion.
+"""
+
+from django.db.models.signals import post_save, pre_save
+from django.dispatch import receiver
+
+from elections.models import Constituency, Election, Transaction
+from elections.signals import buckets_changed
+from metrics import pipeline
+
+
+@receiver(buckets_changed)
+def mark_changed_buckets(sender, *, election_id, buckets, defer_flush=False, **kwargs):
+    """The bulk paths (API lists, imports, seed): marks in the same transaction, one flush."""
+    if buckets:
+        pipeline.buckets_mark_dirty(election_id=election_id, buckets=buckets)
+    if not defer_flush:
+        pipeline.flush_request_on_commit(election_id)
+
+
+@receiver(post_save, sender=Transaction)
+def transaction_saved(sender, instance, raw=False, **kwargs):
+    if raw:
+        return
+    buckets = {(instance.constituency_id, instance.hour)}
+    previous = getattr(instance, "loaded_bucket", None)
+    if previous and previous[0] is not None:
+        buckets.add(previous)
+    # Subtle: the old bucket may belong to another election's constituency only if the row
+    # was moved between elections, which save() forbids; marks stay within one election.
+    pipeline.buckets_mark_dirty(election_id=instance.election_id, buckets=buckets)
+    pipeline.flush_request_on_commit(instance.election_id)
+    instance.loaded_bucket = (instance.constituency_id, instance.hour)
+
+
+@receiver(pre_save, sender=Constituency)
+@receiver(pre_save, sender=Election)
+def remember_inputs(sender, instance, **kwargs):
+    """Registered voters and the voting window feed every rate, velocity and anomaly."""
+    if instance.pk is None:
+        instance.metric_inputs_before = None
+        return
+    fields = ("registered_voters",) if sender is Constituency else ("starts_at", "ends_at")
+    instance.metric_inputs_before = sender.objects.filter(pk=instance.pk).values_list(*fields).first()
+
+
+@receiver(post_save, sender=Constituency)
+def constituency_saved(sender, instance, created, raw=False, **kwargs):
+    before = getattr(instance, "metric_inputs_before", None)
+    if raw or created or before is None or before == (instance.registered_voters,):
+        return
+    pipeline.buckets_mark_dirty(election_id=instance.election_id, buckets={(instance.id, None)})
+    pipeline.flush_request_on_commit(instance.election_id)
+
+
+@receiver(post_save, sender=Election)
+def election_saved(sender, instance, created, raw=False, **kwargs):
+    before = getattr(instance, "metric_inputs_before", None)
+    if raw or created or before is None or before == (instance.starts_at, instance.ends_at):
+        return
+    pipeline.buckets_mark_dirty(election_id=instance.id, buckets={(None, None)})
+    pipeline.flush_request_on_commit(instance.id)
