@@ -17,6 +17,19 @@ def _isolated_cache(settings):
     yield
 
 
+@pytest.fixture(autouse=True)
+def _eager_celery_unless_worker(request):
+    """Tests run Celery tasks in-process (the embedded default's path) unless marked
+    ``worker``, in which case they publish to the real broker for a real worker."""
+    from election_monitor.celery import app
+
+    eager = request.node.get_closest_marker("worker") is None
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = eager
+    yield
+    app.conf.task_always_eager = previous
+
+
 @pytest.fixture
 def api_client() -> APIClient:
     return APIClient()
