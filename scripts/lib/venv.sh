@@ -36,8 +36,8 @@ PY
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
         return 0
     fi
-    echo "--> installing requirements.txt into $venv (quiet; errors are shown)"
+    echo "--> installing requirements.txt into $venv (quiet: only errors are shown)"
     rm -f "$stamp"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --requirement "$root/requirements.txt"
+    "$venv/bin/python" -m pip install --quiet --quiet --disable-pip-version-check --requirement "$root/requirements.txt"
     echo "$want" >"$stamp"
 }
