@@ -1,9 +1,34 @@
 """What we derive from the transaction stream: hourly statistics and anomaly flags."""
 
+from datetime import datetime
+
 from django.db import models
 from django.utils import timezone
 
 from elections.models import Constituency, Election
+
+
+class HourlyStatsQuerySet(models.QuerySet):
+    """The reads of the seed plan's HourlyStats CRUD, each served by an index."""
+
+    def for_constituency(self, constituency_id: int) -> "HourlyStatsQuerySet":
+        return self.filter(constituency_id=constituency_id)
+
+    def for_election(self, election_id: int) -> "HourlyStatsQuerySet":
+        return self.filter(election_id=election_id)
+
+    def between(self, start: datetime | None = None, end: datetime | None = None) -> "HourlyStatsQuerySet":
+        """Hours with ``start`` <= hour < ``end`` (the API's convention); either bound optional."""
+        queryset = self
+        if start is not None:
+            queryset = queryset.filter(hour__gte=start)
+        if end is not None:
+            queryset = queryset.filter(hour__lt=end)
+        return queryset
+
+    def latest(self, *fields):
+        """The row of the most recent hour (ties: the newest row) unless fields are given."""
+        return super().latest(*(fields or ("hour", "id")))
 
 
 class HourlyStats(models.Model):
@@ -24,6 +49,8 @@ class HourlyStats(models.Model):
     )
     anomaly_count = models.IntegerField(default=0)
     timestamp = models.DateTimeField(default=timezone.now, help_text="When this row was last computed.")
+
+    objects = HourlyStatsQuerySet.as_manager()
 
     class Meta:
         verbose_name_plural = "hourly stats"
