@@ -1,3 +1,5 @@
+from urllib.parse import unquote
+
 from django.urls import NoReverseMatch
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
@@ -18,19 +20,33 @@ ROOT_ROUTES = [
     "docs",
 ]
 
+# Per-object routes, shown as URL templates: route name -> its id parameter.
+OBJECT_ROUTES = {
+    "hourly-stats-constituency": "constituency_id",
+    "hourly-stats-election": "election_id",
+    "constituency-metrics": "constituency_id",
+    "constituency-time-period": "constituency_id",
+    "election-metrics": "election_id",
+    "election-constituencies": "election_id",
+}
 
-# A map of links, not a resource: documented as a plain object so the schema (and the
-# deploy check, which builds it) has no guessing to warn about.
+
 @extend_schema(responses={200: OpenApiTypes.OBJECT})
 @api_view(["GET"])
 def api_root(request, format=None):
-    """Election Monitor API. Per-object routes: hourly-stats/constituency/{id}/,
-    hourly-stats/election/{id}/, metrics/constituency/{id}/ (and .../time-period/),
-    metrics/election/{id}/ (and .../constituencies/)."""
+    """Election Monitor API: the list routes, and the per-object routes as URL templates
+    (replace {election_id} / {constituency_id}; ids are listed at elections/ and
+    constituencies/). Interactive documentation at docs/, OpenAPI 3 schema at schema/."""
     links = {}
     for name in ROOT_ROUTES:
         try:
             links[name] = reverse(name, request=request, format=format)
         except NoReverseMatch:
             continue
+    for name, param in OBJECT_ROUTES.items():
+        try:
+            url = reverse(name, kwargs={param: f"{{{param}}}"}, request=request)
+        except NoReverseMatch:
+            continue
+        links[name] = unquote(url)
     return Response(links)

@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -22,6 +23,13 @@ MISS = object()
 LOCK_TTL = 30  # seconds a computation may hold its key's lock
 LOCK_WAIT = 5.0  # seconds a request waits for another's computation before doing its own
 LOCK_POLL = 0.05
+
+
+@dataclass(frozen=True)
+class CachedRead:
+    value: Any
+    hit: bool
+    etag: str
 
 
 class MetricsCache:
@@ -63,28 +71,56 @@ class MetricsCache:
         except Exception:
             logger.warning("cache delete failed for %s", key, exc_info=True)
 
-    def get_or_compute(self, key: str, compute: Callable[[], Any], ttl: int | None) -> tuple[Any, bool]:
+    def get_or_compute(
+        self, key: str, compute: Callable[[], Any], ttl: int | None | Callable[[Any], int | None]
+    ) -> tuple[Any, bool]:
         """The cached value, or compute it once: under a burst of misses one caller computes
-        while the others wait for its result. Returns (value, was_cached)."""
-        value = self.get(key, MISS)
-        if value is not MISS:
-            return value, True
+        while the others wait for its result. ``ttl`` may be a function of the computed value
+        (e.g. by election phase). Returns (value, was_cached).
+
+        Subtle: a waiter retries the lock on every poll, so if the computing caller fails
+        (an exception, a 404) or cannot store its result, the next waiter takes over instead
+        of sleeping out LOCK_WAIT; after LOCK_WAIT a waiter computes regardless.
+        """
         lock_key = f"{key}:lock"
-        locked = self.add(lock_key, 1, LOCK_TTL)
-        if locked is False:
-            deadline = time.monotonic() + LOCK_WAIT
-            while time.monotonic() < deadline:
-                time.sleep(LOCK_POLL)
-                value = self.get(key, MISS)
-                if value is not MISS:
-                    return value, True
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            value = self.get(key, MISS)
+            if value is not MISS:
+                return value, True
+            locked = self.add(lock_key, 1, LOCK_TTL)
+            if locked is not False or time.monotonic() >= deadline:
+                break
+            time.sleep(LOCK_POLL)
         try:
             value = compute()
-            self.set(key, value, ttl)
+            self.set(key, value, ttl(value) if callable(ttl) else ttl)
         finally:
             if locked:
                 self.delete(lock_key)
         return value, False
+
+    def election_read(
+        self, election_id: int, name: str, compute: Callable[[], Any], ttl, **params
+    ) -> "CachedRead":
+        """get_or_compute under the election's versioned key, with an ETag for the result."""
+        key = self.election_key(election_id, name, **params)
+        value, hit = self.get_or_compute(key, compute, ttl)
+        return CachedRead(value=value, hit=hit, etag=self.etag(key, value))
+
+    def global_read(self, name: str, compute: Callable[[], Any], ttl, **params) -> "CachedRead":
+        key = self.global_key(name, **params)
+        value, hit = self.get_or_compute(key, compute, ttl)
+        return CachedRead(value=value, hit=hit, etag=self.etag(key, value))
+
+    @staticmethod
+    def etag(key: str, value: Any) -> str:
+        """Strong validator of one computed value: the versioned key names the data it was
+        computed from, ``computed_at`` the computation (TTL expiry recomputes the clock-
+        dependent parts, such as status and velocities)."""
+        computed_at = value.get("computed_at") if isinstance(value, dict) else None
+        text = f"{key}|{computed_at.isoformat() if computed_at else ''}"
+        return '"' + hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:32] + '"'
 
     # --- keys -----------------------------------------------------------------------------
 

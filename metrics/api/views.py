@@ -1,33 +1,227 @@
+"""The metrics API: thin declarations over metrics.selectors.
+
+Each read view validates its path and query parameters with a filter serializer, calls one
+selector and serializes the result. Cached reads answer with an ETag and honour
+If-None-Match with 304 Not Modified.
+"""
+
+import hashlib
 import logging
 
-from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status
+from django.http import HttpResponseNotModified
+from django.utils.http import parse_etags
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
-from elections.models import Constituency, Election
 from elections.permissions import IsStaff
+from metrics import selectors
+from metrics.api.serializers import (
+    AnomalyFilterSerializer,
+    AnomalySerializer,
+    ConstituencyMetricsDetailSerializer,
+    ConstituencyMetricsSerializer,
+    ConstituencyOrderingSerializer,
+    ConstituencyPathSerializer,
+    DashboardDetailedSerializer,
+    DashboardSummarySerializer,
+    ElectionMetricsSerializer,
+    ElectionPathSerializer,
+    ErrorSerializer,
+    RecomputeAcceptedSerializer,
+    RecomputeRequestSerializer,
+    HourlyStatsSerializer,
+    TimePeriodFilterSerializer,
+    TimePeriodSerializer,
+    TimeRangeFilterSerializer,
+)
+from metrics.cache import CachedRead
 
 logger = logging.getLogger(__name__)
 
-
-class RecomputeRequestSerializer(serializers.Serializer):
-    election = serializers.PrimaryKeyRelatedField(queryset=Election.objects.all(), required=False)
-    constituency = serializers.PrimaryKeyRelatedField(queryset=Constituency.objects.all(), required=False)
-
-    def validate(self, attrs):
-        election, constituency = attrs.get("election"), attrs.get("constituency")
-        if not election and not constituency:
-            raise serializers.ValidationError({"non_field_errors": ["Give an election or a constituency."]})
-        if election and constituency and constituency.election_id != election.id:
-            raise serializers.ValidationError({"constituency": ["This constituency belongs to another election."]})
-        return attrs
+ID_SCHEMA = {"type": "integer", "minimum": 1, "maximum": selectors.ID_MAX}
+ELECTION_ID = OpenApiParameter("election_id", ID_SCHEMA, OpenApiParameter.PATH, description="Election id.")
+CONSTITUENCY_ID = OpenApiParameter(
+    "constituency_id", ID_SCHEMA, OpenApiParameter.PATH, description="Constituency id."
+)
+BAD_REQUEST = OpenApiResponse(OpenApiTypes.OBJECT, description="Invalid parameters: field name → messages.")
+NOT_FOUND = OpenApiResponse(ErrorSerializer, description="No such election/constituency, or no such page.")
+NOT_MODIFIED = OpenApiResponse(description="The ETag in If-None-Match is still current.")
+ERRORS = {400: BAD_REQUEST, 401: ErrorSerializer, 403: ErrorSerializer, 404: NOT_FOUND, 429: ErrorSerializer}
 
 
-class RecomputeAcceptedSerializer(serializers.Serializer):
-    task_id = serializers.CharField()
-    election_id = serializers.IntegerField()
-    constituency_id = serializers.IntegerField(allow_null=True)
+def validated(serializer_class, data) -> dict:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class ReadView(GenericAPIView):
+    """Shared plumbing: parameter validation and conditional responses for cached reads."""
+
+    def params(self, serializer_class) -> dict:
+        return validated(serializer_class, self.request.query_params)
+
+    def path(self, serializer_class) -> dict:
+        return validated(serializer_class, self.kwargs)
+
+    def etag(self, cached: CachedRead) -> str:
+        # One representation per (value, URL with its query, renderer): a page of a list,
+        # or the browsable HTML, must not validate against another's ETag.
+        variant = f"{cached.etag}|{self.request.get_full_path()}|{self.request.accepted_renderer.format}"
+        return '"' + hashlib.sha1(variant.encode(), usedforsecurity=False).hexdigest()[:32] + '"'
+
+    def conditional(self, cached: CachedRead, render):
+        """304 if the client's If-None-Match holds the current ETag, else ``render()``."""
+        etag = self.etag(cached)
+        wanted = parse_etags(self.request.headers.get("If-None-Match", ""))
+        if "*" in wanted or etag in wanted or f"W/{etag}" in wanted:
+            response = HttpResponseNotModified()
+        else:
+            response = render()
+        response["ETag"] = etag
+        response["Cache-Control"] = "private, no-cache"
+        return response
+
+    def paginated(self, rows, serializer_class):
+        page = self.paginate_queryset(rows)
+        return self.get_paginated_response(serializer_class(page, many=True).data)
+
+
+# --- hourly stats -----------------------------------------------------------------------------------
+
+
+class HourlyStatsByConstituencyView(ReadView):
+    """Hourly statistics of one constituency, ordered by hour; ``start_time`` <= hour < ``end_time``."""
+
+    @extend_schema(
+        parameters=[CONSTITUENCY_ID, TimeRangeFilterSerializer],
+        responses={200: HourlyStatsSerializer(many=True), **ERRORS},
+    )
+    def get(self, request, constituency_id):
+        path = self.path(ConstituencyPathSerializer)
+        rows = selectors.hourly_stats_list(**path, **self.params(TimeRangeFilterSerializer))
+        return self.paginated(rows, HourlyStatsSerializer)
+
+
+class HourlyStatsByElectionView(ReadView):
+    """Hourly statistics of every constituency of an election, ordered by hour then constituency."""
+
+    @extend_schema(
+        parameters=[ELECTION_ID, TimeRangeFilterSerializer],
+        responses={200: HourlyStatsSerializer(many=True), **ERRORS},
+    )
+    def get(self, request, election_id):
+        path = self.path(ElectionPathSerializer)
+        rows = selectors.hourly_stats_list(**path, **self.params(TimeRangeFilterSerializer))
+        return self.paginated(rows, HourlyStatsSerializer)
+
+
+# --- constituency metrics ------------------------------------------------------------------------
+
+
+class ConstituencyMetricsView(ReadView):
+    """A constituency's totals, participation, anomaly score and hour-of-day activity
+    (local hours of the election's timezone). Cached; supports If-None-Match."""
+
+    @extend_schema(
+        parameters=[CONSTITUENCY_ID],
+        responses={200: ConstituencyMetricsDetailSerializer, 304: NOT_MODIFIED, **ERRORS},
+    )
+    def get(self, request, constituency_id):
+        cached = selectors.constituency_metrics_get(**self.path(ConstituencyPathSerializer))
+        return self.conditional(cached, lambda: Response(ConstituencyMetricsDetailSerializer(cached.value).data))
+
+
+class ConstituencyTimePeriodView(ReadView):
+    """A constituency's activity rolled up by local hour, day, ISO week or month: counts
+    summed, participation cumulative at the end of each period; only periods with data."""
+
+    @extend_schema(
+        parameters=[CONSTITUENCY_ID, TimePeriodFilterSerializer],
+        responses={200: TimePeriodSerializer, 304: NOT_MODIFIED, **ERRORS},
+    )
+    def get(self, request, constituency_id):
+        path = self.path(ConstituencyPathSerializer)
+        cached = selectors.constituency_time_period_get(**path, **self.params(TimePeriodFilterSerializer))
+        return self.conditional(cached, lambda: Response(TimePeriodSerializer(cached.value).data))
+
+
+# --- election metrics -------------------------------------------------------------------------------
+
+
+class ElectionMetricsView(ReadView):
+    """An election's totals over its constituencies, status and hourly turnout curve.
+    Cached; supports If-None-Match."""
+
+    @extend_schema(
+        parameters=[ELECTION_ID],
+        responses={200: ElectionMetricsSerializer, 304: NOT_MODIFIED, **ERRORS},
+    )
+    def get(self, request, election_id):
+        cached = selectors.election_metrics_get(**self.path(ElectionPathSerializer))
+        return self.conditional(cached, lambda: Response(ElectionMetricsSerializer(cached.value).data))
+
+
+class ElectionConstituenciesView(ReadView):
+    """Metrics of every constituency of an election, paginated, sorted by ``ordering``."""
+
+    @extend_schema(
+        parameters=[ELECTION_ID, ConstituencyOrderingSerializer],
+        responses={200: ConstituencyMetricsSerializer(many=True), 304: NOT_MODIFIED, **ERRORS},
+    )
+    def get(self, request, election_id):
+        path = self.path(ElectionPathSerializer)
+        rows, cached = selectors.election_constituency_metrics_get(
+            **path, **self.params(ConstituencyOrderingSerializer)
+        )
+        return self.conditional(cached, lambda: self.paginated(rows, ConstituencyMetricsSerializer))
+
+
+# --- dashboards and anomalies ----------------------------------------------------------------------
+
+
+class DashboardSummaryView(ReadView):
+    """Totals over every election. Cached; supports If-None-Match."""
+
+    @extend_schema(responses={200: DashboardSummarySerializer, 304: NOT_MODIFIED, **ERRORS})
+    def get(self, request):
+        cached = selectors.dashboard_summary_get()
+        return self.conditional(cached, lambda: Response(DashboardSummarySerializer(cached.value).data))
+
+
+class DashboardDetailedView(ReadView):
+    """The summary, each election's metrics, the most anomalous constituencies and the
+    latest anomalies. Cached; supports If-None-Match."""
+
+    @extend_schema(responses={200: DashboardDetailedSerializer, 304: NOT_MODIFIED, **ERRORS})
+    def get(self, request):
+        cached = selectors.dashboard_detailed_get()
+        return self.conditional(cached, lambda: Response(DashboardDetailedSerializer(cached.value).data))
+
+
+class AnomalyListView(ReadView):
+    """Anomalies, latest hour first, filterable by election, constituency and kind."""
+
+    @extend_schema(
+        parameters=[AnomalyFilterSerializer], responses={200: AnomalySerializer(many=True), **ERRORS}
+    )
+    def get(self, request):
+        rows = selectors.anomaly_list(**self._filters())
+        return self.paginated(rows, AnomalySerializer)
+
+    def _filters(self) -> dict:
+        params = self.params(AnomalyFilterSerializer)
+        return {
+            "election_id": params.get("election"),
+            "constituency_id": params.get("constituency"),
+            "kind": params.get("kind"),
+        }
+
+
+# --- writes ------------------------------------------------------------------------------------------
 
 
 class RecomputeView(GenericAPIView):
