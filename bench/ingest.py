@@ -1,0 +1,140 @@
+"""Items 2 and 7: import_transactions and the bulk API against raw COPY of the same rows, and
+the import's peak memory.
+
+Every measurement writes the same synthesized rows (only the 4-character tag at the start of
+each tx_hash differs, so nothing is a duplicate) into the same empty ingest election of the
+big database, and the rows are deleted again before the next one: each path meets the same
+table, with the big election's millions of index entries in it.
+"""
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from django.db import connection
+
+from bench import generate
+from bench.env import ROOT
+
+
+def variant_path(source: Path, tag: str, *, skip_header: bool) -> Path:
+    """A copy of ``source`` whose tx_hashes start with ``tag`` instead of ``0000``."""
+    assert len(tag) == 4
+    target = source.with_name(f"{source.stem}-{tag}{source.suffix}")
+    with open(source) as src, open(target, "w") as dst:
+        if skip_header:
+            dst.write(src.readline())
+        dst.writelines(tag + line[4:] for line in src)
+    return target
+
+
+def election_rows_delete(election_id: int) -> None:
+    """Empty the ingest election between measurements (set-based; untimed)."""
+    with connection.cursor() as cursor:
+        for table in ("metrics_dirtybucket", "metrics_anomaly", "metrics_hourlystats", "elections_transaction"):
+            cursor.execute(f"DELETE FROM {table} WHERE election_id = %s", [election_id])
+
+
+def raw_copy(copy_path: Path) -> float:
+    """COPY of pre-rendered rows (ids resolved, hour derived) into the transaction table with
+    all its indexes and foreign keys: what PostgreSQL alone can take."""
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        with cursor.copy(f"COPY elections_transaction ({', '.join(generate.COPY_COLUMNS)}) FROM STDIN") as copy:
+            with open(copy_path, "rb") as source:
+                while chunk := source.read(generate.CHUNK):
+                    copy.write(chunk)
+    return time.perf_counter() - started
+
+
+def command_peak_rss(argv: list[str], *, timeout: float) -> dict:
+    """Wall time and peak RSS of one command, measured alone: os.wait4 gives this child's own
+    rusage (RUSAGE_CHILDREN would be the maximum over every child so far)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", *argv], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out_chunks, err_chunks = [], []
+    readers = [
+        threading.Thread(target=lambda: out_chunks.append(proc.stdout.read())),
+        threading.Thread(target=lambda: err_chunks.append(proc.stderr.read())),
+    ]
+    for reader in readers:
+        reader.start()
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        timer.cancel()
+    for reader in readers:
+        reader.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - started
+    out = b"".join(out_chunks).decode(errors="replace")
+    err = b"".join(err_chunks).decode(errors="replace")
+    if proc.returncode != 0:
+        raise RuntimeError(f"manage.py {' '.join(argv)} exited {proc.returncode}: {(err or out)[-1500:]}")
+    return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024, "stdout": out[-1500:], "stderr": err[-1500:]}
+
+
+def api_bodies(copy_path: Path, *, tag: str, rows: int, batch: int, constituency_ids: dict) -> list[tuple[bytes, int]]:
+    """Pre-encoded JSON lists for POST /api/transactions/ (encoded before the clock starts, so
+    the client's own cost stays out of the figure)."""
+    items = []
+    with open(copy_path) as source:
+        for line in source:
+            if len(items) >= rows:
+                break
+            tx_hash, _, constituency_id, kind, ts, _, block, _ = line.rstrip("\n").split("\t")
+            items.append(
+                {
+                    "tx_hash": tag + tx_hash[4:],
+                    "constituency": int(constituency_id),
+                    "kind": kind,
+                    "timestamp": ts.replace(" ", "T").replace("+00", "+00:00"),
+                    "block_number": int(block),
+                }
+            )
+    return [
+        (json.dumps(items[i : i + batch]).encode(), len(items[i : i + batch])) for i in range(0, len(items), batch)
+    ]
+
+
+def api_post_all(port: int, token: str, bodies: list[tuple[bytes, int]], *, clients: int) -> dict:
+    """Send the bodies from ``clients`` threads; every answer must be 201 with all created."""
+    errors: list[str] = []
+    created = [0] * clients
+
+    def worker(index: int):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        try:
+            for body, count in bodies[index::clients]:
+                conn.request(
+                    "POST", "/api/transactions/", body=body,
+                    headers={"Content-Type": "application/json", "Authorization": f"Token {token}"},
+                )
+                response = conn.getresponse()
+                payload = response.read()
+                if response.status != 201:
+                    errors.append(f"{response.status}: {payload[:300]!r}")
+                    return
+                created[index] += json.loads(payload)["created"]
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"bulk POST failed: {errors[0]}")
+    return {"seconds": seconds, "created": sum(created)}

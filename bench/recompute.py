@@ -1,0 +1,115 @@
+"""Items 3 and 4: full recompute (backfill_metrics) against the raw GROUP BY of the same
+aggregation, and the incremental recompute after one new transaction."""
+
+import io
+import random
+import time
+from datetime import timedelta
+
+from django.core.management import call_command
+from django.db import connection
+
+# The aggregation of metrics.aggregation._recount, written out: per (constituency, hour) the
+# bulletins, votes, all transactions and those outside the voting window.
+RAW_GROUP_BY = """
+SELECT constituency_id, hour,
+       COUNT(*) FILTER (WHERE kind = 'bulletin_issued'),
+       COUNT(*) FILTER (WHERE kind = 'vote_cast'),
+       COUNT(*),
+       COUNT(*) FILTER (WHERE "timestamp" < %(starts)s OR "timestamp" >= %(ends)s)
+FROM elections_transaction
+WHERE election_id = %(election)s
+GROUP BY constituency_id, hour
+"""
+RAW_ONE_BUCKET = RAW_GROUP_BY.replace(
+    "WHERE election_id = %(election)s", "WHERE election_id = %(election)s AND constituency_id = %(c)s AND hour = %(h)s"
+)
+
+
+def raw_group_by(election) -> tuple[float, int]:
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute(RAW_GROUP_BY, {"starts": election.starts_at, "ends": election.ends_at, "election": election.id})
+        rows = cursor.fetchall()
+    return time.perf_counter() - started, len(rows)
+
+
+def explain(sql: str, params: dict) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
+        return "\n".join(r[0] for r in cursor.fetchall())
+
+
+def metrics_reset(election_id: int) -> None:
+    """Back to 'never computed' (untimed): no hourly rows, anomalies, marks or totals."""
+    with connection.cursor() as cursor:
+        for table in ("metrics_dirtybucket", "metrics_anomaly", "metrics_hourlystats"):
+            cursor.execute(f"DELETE FROM {table} WHERE election_id = %s", [election_id])
+        cursor.execute(
+            "UPDATE elections_constituency SET total_bulletins_issued = 0, total_votes_cast = 0, "
+            "total_transactions = 0, total_anomalies = 0, participation_rate = 0, anomaly_score = 0, "
+            "metrics_updated_at = NULL WHERE election_id = %s",
+            [election_id],
+        )
+        cursor.execute("VACUUM ANALYZE metrics_hourlystats")
+        cursor.execute("VACUUM ANALYZE metrics_anomaly")
+
+
+def backfill(code: str) -> float:
+    started = time.perf_counter()
+    call_command("backfill_metrics", "--election", code, stdout=io.StringIO(), stderr=io.StringIO())
+    return time.perf_counter() - started
+
+
+def hourly_rows(election_id: int) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT COUNT(*) FROM metrics_hourlystats WHERE election_id = %s", [election_id])
+        return cursor.fetchone()[0]
+
+
+def state_settle(election_id: int) -> None:
+    """The dirty-free state: computed once, no marks left (untimed)."""
+    from metrics.pipeline import dirty_buckets_flush_all, election_recompute
+
+    if not hourly_rows(election_id):
+        election_recompute(election_id=election_id)
+    dirty_buckets_flush_all(election_id=election_id, time_budget=600)
+
+
+def incremental(election, *, repeats: int, warmup: int = 3, seed: int = 7) -> dict:
+    """Store one new transaction through the ingest service (its marks commit with it, the
+    flush deferred as a worker would find it), then time the flush a worker runs for it."""
+    from elections import services
+    from elections.models import Constituency
+    from metrics.pipeline import dirty_buckets_flush_all
+
+    rng = random.Random(f"{seed}:{election.code}")
+    constituency_ids = list(Constituency.objects.filter(election_id=election.id).values_list("id", flat=True))
+    state_settle(election.id)
+    flush, raw = [], []
+    for i in range(warmup + repeats):
+        c = rng.choice(constituency_ids)
+        # The hour a live election is in: its last hour.
+        ts = election.ends_at - timedelta(seconds=rng.randrange(60, 3600))
+        row = services.TransactionRow(
+            f"inc{time.time_ns():x}{i:06d}", election.id, c, rng.choice(["bulletin_issued", "vote_cast"]), ts, None
+        )
+        result = services.transactions_ingest(rows=[row], defer_flush=True)
+        assert result.created == 1
+        started = time.perf_counter()
+        consumed = dirty_buckets_flush_all(election_id=election.id)
+        seconds = time.perf_counter() - started
+        assert consumed >= 1, "the new transaction left no dirty mark"
+        hour = next(iter(result.buckets))[1]
+        started = time.perf_counter()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                RAW_ONE_BUCKET,
+                {"starts": election.starts_at, "ends": election.ends_at, "election": election.id, "c": c, "h": hour},
+            )
+            cursor.fetchall()
+        raw_seconds = time.perf_counter() - started
+        if i >= warmup:
+            flush.append(seconds)
+            raw.append(raw_seconds)
+    return {"flush_seconds": flush, "raw_seconds": raw}
