@@ -169,7 +169,7 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
 
         plan = _load_series(election_id, scope, touched)
         peers_outside = _load_other_peers(election_id, scope, touched, changed_hours)
-        voters = _registered_voters(election_id, scope, touched | {c for c, _, _, _, _ in peers_outside})
+        voters = _registered_voters(election_id, scope, touched | {c for _, c, _, _, _ in peers_outside})
 
         for key, pk in stored_in_scope.items():
             if key not in counts:

@@ -64,6 +64,7 @@ def compute(election: RefElection, now: datetime, cfg: RefSettings | None = None
             row["outside"] += 1
 
     anomalies: dict[tuple[int, datetime, str], float] = {}
+    details: dict[tuple[int, datetime, str], dict] = {}
     for (cid, hour), row in hourly.items():
         lo = max(hour, election.starts_at)
         hi = min(hour + timedelta(hours=1), election.ends_at, now)
@@ -76,10 +77,16 @@ def compute(election: RefElection, now: datetime, cfg: RefSettings | None = None
         row["participation_rate"] = 100.0 * votes_to_end / voters
         if votes_to_end > voters:
             anomalies[(cid, hour, "turnout_over_100")] = cfg.weights["turnout_over_100"]
+            details[(cid, hour, "turnout_over_100")] = {"cumulative_votes": votes_to_end, "registered_voters": voters}
         if votes_to_end > bulletins_to_end:
             anomalies[(cid, hour, "votes_exceed_bulletins")] = cfg.weights["votes_exceed_bulletins"]
+            details[(cid, hour, "votes_exceed_bulletins")] = {
+                "cumulative_votes": votes_to_end,
+                "cumulative_bulletins": bulletins_to_end,
+            }
         if row["outside"]:
             anomalies[(cid, hour, "outside_voting_window")] = cfg.weights["outside_voting_window"]
+            details[(cid, hour, "outside_voting_window")] = {"transactions_outside": row["outside"]}
 
     for hour in {h for _, h in hourly}:
         peers = {c: hourly[(c, h)]["votes_cast"] for (c, h) in hourly if h == hour}
@@ -91,6 +98,13 @@ def compute(election: RefElection, now: datetime, cfg: RefSettings | None = None
         for c, x in share.items():
             if x - m > cfg.k * 1.4826 * mad and peers[c] >= cfg.min_votes:
                 anomalies[(c, hour, "velocity_spike")] = cfg.weights["velocity_spike"]
+                details[(c, hour, "velocity_spike")] = {
+                    "votes": peers[c],
+                    "share": x,
+                    "median": m,
+                    "mad": mad,
+                    "peers": len(peers),
+                }
 
     for (cid, hour), row in hourly.items():
         row["anomaly_count"] = sum(1 for (c, h, _) in anomalies if (c, h) == (cid, hour))
@@ -135,7 +149,13 @@ def compute(election: RefElection, now: datetime, cfg: RefSettings | None = None
         "constituencies_with_anomalies": sum(1 for c in constituencies.values() if c["total_anomalies"]),
         "hourly_turnout": turnout,
     }
-    return {"hourly": hourly, "anomalies": anomalies, "constituencies": constituencies, "election": summary}
+    return {
+        "hourly": hourly,
+        "anomalies": anomalies,
+        "anomaly_details": details,
+        "constituencies": constituencies,
+        "election": summary,
+    }
 
 
 def _period_start(hour: datetime, tz: str, period: str) -> datetime:

@@ -1,0 +1,93 @@
+"""Shared test helpers: ingest through the real service, flush the real dirty marks, and
+compare what the database holds with metrics/tests/reference.py, field by field and exactly."""
+
+from datetime import datetime
+
+from elections.models import Transaction
+from elections.services import TransactionRow, transactions_delete, transactions_ingest
+from metrics.models import Anomaly, DirtyBucket, HourlyStats
+from metrics.pipeline import dirty_buckets_flush
+from metrics.tests import reference
+
+HOURLY = (
+    "bulletins_issued",
+    "votes_cast",
+    "transaction_count",
+    "bulletin_velocity",
+    "vote_velocity",
+    "participation_rate",
+    "anomaly_count",
+)
+CONSTITUENCY = (
+    "total_bulletins_issued",
+    "total_votes_cast",
+    "total_transactions",
+    "total_anomalies",
+    "participation_rate",
+    "anomaly_score",
+)
+
+
+def ingest(election_id: int, txs: list[tuple[str, int, str, datetime]]):
+    """Store (tx_hash, constituency_id, kind, timestamp) tuples through the one insert path."""
+    rows = [TransactionRow(h, election_id, c, kind, ts, None) for h, c, kind, ts in txs]
+    return transactions_ingest(rows=rows)
+
+
+def delete(tx_hashes) -> int:
+    return transactions_delete(queryset=Transaction.objects.filter(tx_hash__in=list(tx_hashes)))
+
+
+def flush(election_id: int, now: datetime) -> int:
+    """The incremental path: recompute exactly the dirty marks the writes left (Scope.marks)."""
+    consumed = 0
+    while batch := dirty_buckets_flush(election_id=election_id, now=now):
+        consumed += batch
+    assert not DirtyBucket.objects.filter(election_id=election_id).exists()
+    return consumed
+
+
+def db_snapshot(election_id: int) -> dict:
+    from elections.models import Constituency
+
+    hourly = {
+        (r["constituency_id"], r["hour"]): {name: r[name] for name in HOURLY}
+        for r in HourlyStats.objects.filter(election_id=election_id).values("constituency_id", "hour", *HOURLY)
+    }
+    found = {
+        (c, h, kind): (w, d)
+        for c, h, kind, w, d in Anomaly.objects.filter(election_id=election_id).values_list(
+            "constituency_id", "hour", "kind", "weight", "details"
+        )
+    }
+    constituencies = {
+        r["id"]: {name: r[name] for name in CONSTITUENCY}
+        for r in Constituency.objects.filter(election_id=election_id).values("id", *CONSTITUENCY)
+    }
+    return {"hourly": hourly, "anomalies": found, "constituencies": constituencies}
+
+
+def reference_snapshot(ref: reference.RefElection, now: datetime) -> dict:
+    result = reference.compute(ref, now)
+    hourly = {key: {name: row[name] for name in HOURLY} for key, row in result["hourly"].items()}
+    found = {key: (float(w), result["anomaly_details"][key]) for key, w in result["anomalies"].items()}
+    constituencies = {
+        cid: {name: row[name] for name in CONSTITUENCY} for cid, row in result["constituencies"].items()
+    }
+    return {"hourly": hourly, "anomalies": found, "constituencies": constituencies}
+
+
+def assert_matches_reference(election_id: int, ref: reference.RefElection, now: datetime) -> dict:
+    """Every HourlyStats row, Anomaly and constituency figure equals the reference exactly."""
+    got, want = db_snapshot(election_id), reference_snapshot(ref, now)
+    assert got["hourly"].keys() == want["hourly"].keys()
+    for key in want["hourly"]:
+        assert got["hourly"][key] == want["hourly"][key], key
+    assert got["anomalies"] == want["anomalies"], _diff(got["anomalies"], want["anomalies"])
+    assert got["constituencies"] == want["constituencies"], _diff(got["constituencies"], want["constituencies"])
+    return got
+
+
+def _diff(got: dict, want: dict) -> str:
+    keys = sorted(k for k in got.keys() | want.keys() if got.get(k) != want.get(k))
+    return "\n".join(f"{k}: got {got.get(k)!r}, want {want.get(k)!r}" for k in keys[:10])
