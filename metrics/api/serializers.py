@@ -35,18 +35,34 @@ def _choice(choices, what: str, **kwargs) -> serializers.ChoiceField:
     )
 
 
-def _id_field(what: str, **kwargs) -> serializers.IntegerField:
-    return serializers.IntegerField(
-        min_value=1,
-        max_value=ID_MAX,
-        error_messages={
-            "invalid": f"'{{input}}' is not a valid {what} id; ids are positive integers.",
+class IdField(serializers.IntegerField):
+    """A positive 64-bit id whose errors say which id and what is wrong with it."""
+
+    def __init__(self, what: str, **kwargs):
+        self.what = what
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", ID_MAX)
+        kwargs["error_messages"] = {
             "min_value": f"{what.capitalize()} ids are positive integers.",
             "max_value": f"No {what} has an id that large.",
             "max_string_length": f"No {what} has an id that large.",
-        },
-        **kwargs,
-    )
+            **kwargs.get("error_messages", {}),
+        }
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        try:
+            return super().to_internal_value(data)
+        except serializers.ValidationError as error:
+            if error.get_codes() == ["invalid"]:
+                raise serializers.ValidationError(
+                    f"'{data}' is not a valid {self.what} id; ids are positive integers.", code="invalid"
+                ) from None
+            raise
+
+
+def _id_field(what: str, **kwargs) -> IdField:
+    return IdField(what, **kwargs)
 
 
 class ElectionPathSerializer(serializers.Serializer):

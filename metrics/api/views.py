@@ -7,6 +7,7 @@ If-None-Match with 304 Not Modified.
 
 import hashlib
 import logging
+from functools import cached_property
 
 from django.http import HttpResponseNotModified
 from django.utils.http import parse_etags
@@ -15,6 +16,8 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import status
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.views import APIView
 
 from elections.permissions import IsStaff
 from metrics import selectors
@@ -58,8 +61,16 @@ def validated(serializer_class, data) -> dict:
     return serializer.validated_data
 
 
-class ReadView(GenericAPIView):
-    """Shared plumbing: parameter validation and conditional responses for cached reads."""
+class ReadView(APIView):
+    """Shared plumbing: parameter validation, pagination, and conditional responses for
+    cached reads. An APIView, not a GenericAPIView: there is no queryset to declare, the
+    selectors are the only way to the data."""
+
+    pagination_class = api_settings.DEFAULT_PAGINATION_CLASS
+
+    @cached_property
+    def paginator(self):
+        return self.pagination_class()
 
     def params(self, serializer_class) -> dict:
         return validated(serializer_class, self.request.query_params)
@@ -86,8 +97,8 @@ class ReadView(GenericAPIView):
         return response
 
     def paginated(self, rows, serializer_class):
-        page = self.paginate_queryset(rows)
-        return self.get_paginated_response(serializer_class(page, many=True).data)
+        page = self.paginator.paginate_queryset(rows, self.request, view=self)
+        return self.paginator.get_paginated_response(serializer_class(page, many=True).data)
 
 
 # --- hourly stats -----------------------------------------------------------------------------------
