@@ -61,6 +61,13 @@ def parse_aware_datetime(value, *, field: str = "timestamp") -> datetime:
         raise RowError(field, "An ISO 8601 datetime with a UTC offset is required.")
     if timezone.is_naive(parsed):
         raise RowError(field, f"'{value}' has no UTC offset; add one such as 'Z' or '+03:00'.")
+    # Near year 1 or 9999 an instant cannot be shown in every timezone (OverflowError).
+    try:
+        year = parsed.astimezone(zone("UTC")).year
+    except OverflowError:
+        year = None
+    if year is None or not 2 <= year <= 9998:
+        raise RowError(field, f"'{value}' is out of range.")
     return parsed
 
 
@@ -84,6 +91,8 @@ def transaction_row_parse(
         raise RowError("tx_hash", "A non-empty string is required.")
     if len(tx_hash) > TX_HASH_MAX_LENGTH:
         raise RowError("tx_hash", f"At most {TX_HASH_MAX_LENGTH} characters.")
+    if "\x00" in tx_hash:
+        raise RowError("tx_hash", "Must not contain NUL characters.")  # PostgreSQL text cannot hold them
 
     if raw.get("constituency") in (None, ""):
         raise RowError("constituency", "This field is required.")
@@ -99,7 +108,7 @@ def transaction_row_parse(
         raise RowError("constituency", f"Constituency {constituency.code} belongs to another election.")
 
     kind = raw.get("kind")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise RowError("kind", f"'{kind}' is not one of {', '.join(sorted(KINDS))}.")
 
     timestamp = parse_aware_datetime(raw.get("timestamp"))
@@ -108,7 +117,7 @@ def transaction_row_parse(
     if block_number in (None, ""):
         block_number = None
     else:
-        if isinstance(block_number, bool):
+        if isinstance(block_number, bool) or (isinstance(block_number, float) and not block_number.is_integer()):
             raise RowError("block_number", "Must be a non-negative integer.")
         try:
             block_number = int(block_number)
@@ -208,25 +217,25 @@ def _adapter() -> Callable:
 
 def constituency_lookup_by_id(ids: Iterable) -> Callable:
     """A lookup for API items, which name constituencies by id; one query for the batch."""
-    wanted = set()
-    for value in ids:
-        if isinstance(value, bool):
-            continue
-        try:
-            wanted.add(int(value))
-        except (TypeError, ValueError):
-            continue
+    wanted = {pk for pk in map(_as_id, ids) if pk is not None}
     found = Constituency.objects.in_bulk(wanted) if wanted else {}
 
     def lookup(value):
-        if isinstance(value, bool) or isinstance(value, float):
-            return None
-        try:
-            return found.get(int(value))
-        except (TypeError, ValueError):
-            return None
+        pk = _as_id(value)
+        return None if pk is None else found.get(pk)
 
     return lookup
+
+
+def _as_id(value) -> int | None:
+    """An integer id in the database's range (an out-of-range one would crash the query)."""
+    if isinstance(value, bool) or isinstance(value, float):
+        return None
+    try:
+        pk = int(value)
+    except (TypeError, ValueError):
+        return None
+    return pk if 0 < pk <= BLOCK_NUMBER_MAX else None
 
 
 def max_ingest_batch() -> int:

@@ -1,4 +1,5 @@
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
 from elections.models import Constituency, Election, Transaction, TransactionKind
@@ -11,8 +12,13 @@ class AwareDateTimeField(serializers.DateTimeField):
 
     def to_internal_value(self, value):
         if isinstance(value, str):
-            parsed = serializers.DateTimeField(default_timezone=None).to_internal_value(value)
-            if timezone.is_naive(parsed):
+            # Subtle: DateTimeField(default_timezone=None) still makes values aware in the
+            # current timezone, so the offset is checked on the raw ISO 8601 parse.
+            try:
+                parsed = parse_datetime(value.strip())
+            except ValueError:
+                parsed = None  # out-of-range parts: super() answers with its own message
+            if parsed is not None and timezone.is_naive(parsed):
                 self.fail("naive")
         return super().to_internal_value(value)
 
