@@ -3,8 +3,8 @@
 Benchmarks measure the product as production runs it: DEBUG off, PostgreSQL, the Redis cache
 and a Redis broker with real workers. Each BENCH_* variable names what this run uses; the
 defaults are the bench's own database and Redis DBs on this machine. Importing this module
-sets the variables (for this process and every server/worker/command it starts) and makes
-sure the database exists.
+``prepare()`` sets the variables (for this process and every server, worker and command it
+starts); ``django_start()`` also makes sure the database exists and is migrated.
 """
 
 import os
@@ -13,8 +13,6 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 DEFAULTS = {
     "BENCH_DATABASE_URL": "postgres://postgres@127.0.0.1:5432/em_bench",
@@ -22,11 +20,19 @@ DEFAULTS = {
     "BENCH_BROKER_URL": "redis://127.0.0.1:6379/9",
     "BENCH_QUEUE": "bench",
 }
-for name, value in DEFAULTS.items():
-    os.environ.setdefault(name, value)
 
-os.environ.update(
-    {
+
+def prepare() -> None:
+    """Set this run's environment (idempotent). Call before Django starts."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    for name, value in DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    os.environ.update(_derived())
+
+
+def _derived() -> dict:
+    return {
         "DJANGO_SETTINGS_MODULE": "bench.settings",
         "DATABASE_URL": os.environ["BENCH_DATABASE_URL"],
         "REDIS_URL": os.environ["BENCH_REDIS_URL"],
@@ -39,7 +45,6 @@ os.environ.update(
         "ALLOW_ANONYMOUS_READ": "1",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
-)
 
 
 def database_ensure(url: str | None = None, *, drop: bool = False) -> str:
@@ -70,6 +75,7 @@ def django_start() -> None:
     import django
     from django.core.management import call_command
 
+    prepare()
     database_ensure()
     django.setup()
     call_command("migrate", verbosity=0, interactive=False)

@@ -32,7 +32,9 @@ from datetime import date, datetime, timedelta, timezone as dt_timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench import env  # noqa: E402  (prepares the environment before Django starts)
+from bench import env  # noqa: E402
+
+env.prepare()
 
 env.django_start()
 
@@ -350,10 +352,11 @@ def main(argv=None) -> int:
     parser.add_argument("--transactions", type=int, default=10_000_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timezone", default="Europe/Moscow")
+    parser.add_argument("--first-day", type=date.fromisoformat, default=date(2026, 9, 18), help="local date voting opens")
     parser.add_argument("--no-metrics", action="store_true", help="load only; leave metrics uncomputed")
     args = parser.parse_args(argv)
     code = args.code or f"bench-{args.constituencies}c-{args.transactions}tx"
-    shape = ElectionShape(code, args.constituencies, args.transactions, args.seed, args.timezone)
+    shape = ElectionShape(code, args.constituencies, args.transactions, args.seed, args.timezone, args.first_day)
 
     def progress(n):
         print(f"\r{n:,} / {args.transactions:,} rows", end="", file=sys.stderr, flush=True)

@@ -21,7 +21,9 @@ import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench import env  # noqa: E402  (prepares the environment before Django starts)
+from bench import env  # noqa: E402
+
+env.prepare()
 
 STEPS = ("1", "2", "3", "4", "5", "6", "7")
 
