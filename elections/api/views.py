@@ -17,8 +17,9 @@ MAX_REPORTED_ERRORS = 50
 
 
 class IdFilter(serializers.Serializer):
-    election = serializers.IntegerField(required=False, min_value=1)
-    constituency = serializers.IntegerField(required=False, min_value=1)
+    # The upper bound is the database's bigint: a larger id would crash the query (a 500).
+    election = serializers.IntegerField(required=False, min_value=1, max_value=services.BLOCK_NUMBER_MAX)
+    constituency = serializers.IntegerField(required=False, min_value=1, max_value=services.BLOCK_NUMBER_MAX)
 
 
 class ElectionViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

@@ -438,3 +438,25 @@ def test_same_constituency_code_in_another_election_is_fine(ingest_client, const
     response = ingest_client.post(CONSTITUENCIES, payload, format="json")
 
     assert response.status_code == 201, response.data
+
+
+# --- the list endpoints next to ingest -------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", [CONSTITUENCIES, TRANSACTIONS])
+@pytest.mark.parametrize("value", ["abc", "0", "100000000000000000000"])
+def test_list_filters_with_a_bad_id_are_400(api_client, url, value):
+    response = api_client.get(url, {"election": value})
+
+    assert response.status_code == 400
+    assert "election" in response.data
+
+
+def test_transaction_list_filters_by_constituency(api_client, constituencies):
+    TransactionFactory(constituency=constituencies[0])
+    mine = TransactionFactory(constituency=constituencies[1])
+
+    response = api_client.get(TRANSACTIONS, {"constituency": constituencies[1].id})
+
+    assert response.status_code == 200
+    assert [item["id"] for item in response.data["results"]] == [mine.id]
