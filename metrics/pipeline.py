@@ -16,11 +16,17 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.utils import timezone
 
-from elections.models import Election, Transaction
-from metrics.aggregation import RecomputeResult, Scope, current_hours, metrics_recompute
+from elections.models import Election, Transaction, TransactionKind
+from metrics.aggregation import (
+    RecomputeResult,
+    Scope,
+    constituency_metrics_refresh,
+    current_hours,
+    metrics_recompute,
+)
 from metrics.cache import metrics_cache
 from metrics.models import DirtyBucket, HourlyStats
 
@@ -92,21 +98,26 @@ def dirty_buckets_flush_all(*, election_id: int, time_budget: float = FLUSH_TIME
 
 
 def stale_buckets_find(*, election_id: int) -> set[tuple[int, datetime]]:
-    """Buckets whose stored transaction_count disagrees with their transactions (or that
-    exist on only one side): what a lost update would leave behind."""
+    """Buckets whose stored counts disagree with their transactions (or that exist on only
+    one side): what a lost update or a hand edit would leave behind. One grouped aggregate
+    per side, never a query per bucket."""
     actual = {
-        (r["constituency_id"], r["hour"]): r["n"]
+        (r["constituency_id"], r["hour"]): (r["b"], r["v"], r["n"])
         for r in Transaction.objects.filter(election_id=election_id)
         .values("constituency_id", "hour")
-        .annotate(n=Count("id"))
+        .annotate(
+            b=Count("id", filter=Q(kind=TransactionKind.BULLETIN_ISSUED)),
+            v=Count("id", filter=Q(kind=TransactionKind.VOTE_CAST)),
+            n=Count("id"),
+        )
         .order_by()
     }
-    stored = dict(
-        ((c, h), n)
-        for c, h, n in HourlyStats.objects.filter(election_id=election_id)
-        .values_list("constituency_id", "hour", "transaction_count")
+    stored = {
+        (c, h): (b, v, n)
+        for c, h, b, v, n in HourlyStats.objects.filter(election_id=election_id)
+        .values_list("constituency_id", "hour", "bulletins_issued", "votes_cast", "transaction_count")
         .order_by()
-    )
+    }
     return {key for key in actual.keys() | stored.keys() if actual.get(key) != stored.get(key)}
 
 
@@ -117,6 +128,8 @@ def election_sweep(*, election_id: int, now: datetime | None = None) -> dict:
     flushed = dirty_buckets_flush_all(election_id=election_id)
     stale = stale_buckets_find(election_id=election_id)
     if stale:
+        # Subtle: a bucket whose transactions committed a moment ago but whose flush has not
+        # run yet shows up here too; recomputing it early is harmless (idempotent).
         logger.warning("sweep: election %s had %d stale buckets; repairing", election_id, len(stale))
         metrics_recompute(election_id=election_id, scope=Scope.marks(stale), now=now)
     election = Election.objects.get(pk=election_id)
@@ -125,8 +138,15 @@ def election_sweep(*, election_id: int, now: datetime | None = None) -> dict:
 
 
 def active_elections_sweep(*, now: datetime | None = None) -> list[dict]:
+    """Sweep every active election, and flush the leftover marks of any other election (late
+    data for a closed election whose flush task was lost would otherwise wait forever)."""
     now = now or timezone.now()
-    return [election_sweep(election_id=pk, now=now) for pk in Election.objects.active(now).values_list("id", flat=True)]
+    active = list(Election.objects.active(now).values_list("id", flat=True).order_by("id"))
+    reports = [election_sweep(election_id=pk, now=now) for pk in active]
+    leftover = DirtyBucket.objects.exclude(election_id__in=active).values_list("election_id", flat=True)
+    for pk in sorted(set(leftover.distinct().order_by())):
+        reports.append({"election_id": pk, "flushed_marks": dirty_buckets_flush_all(election_id=pk)})
+    return reports
 
 
 def election_recompute(
@@ -139,7 +159,15 @@ def election_recompute(
     """The manual path (API, admin action, backfill): recount a whole election or some of
     its constituencies, optionally within [since, until)."""
     if constituency_ids is None:
-        scope = Scope.election(since=since, until=until)
-    else:
-        scope = Scope.constituencies(constituency_ids, since=since, until=until)
-    return metrics_recompute(election_id=election_id, scope=scope)
+        return metrics_recompute(election_id=election_id, scope=Scope.election(since=since, until=until))
+    ids = set(constituency_ids)
+    with transaction.atomic():
+        result = metrics_recompute(election_id=election_id, scope=Scope.constituencies(ids, since=since, until=until))
+        if result.constituencies_refreshed < len(ids):
+            # A constituency without any bucket in range is not "touched" by the recount, but
+            # its totals must still be right (e.g. after its stats were deleted by hand). Same
+            # transaction, so still under the election lock metrics_recompute took.
+            result.constituencies_refreshed = constituency_metrics_refresh(
+                election_id=election_id, constituency_ids=ids
+            )
+    return result

@@ -2,15 +2,34 @@
 
 import logging
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
 logger = logging.getLogger(__name__)
 
+
+class MetricsTask(Task):
+    """Logs retries and final failures with the task's ids, so the engineer on call can see
+    which election is behind; the dirty marks stay in the database for the sweep."""
+
+    def on_retry(self, exc, task_id, args, kwargs, einfo):
+        logger.warning(
+            "%s[%s] args=%r kwargs=%r: %s: %s; retry %d of %d",
+            self.name, task_id, args, kwargs, type(exc).__name__, exc, self.request.retries + 1, self.max_retries,
+        )
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        logger.error(
+            "%s[%s] args=%r kwargs=%r failed after %d retries: %s: %s; the sweep will retry its marks",
+            self.name, task_id, args, kwargs, self.request.retries, type(exc).__name__, exc,
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+
 # Only errors that can pass are retried: a database restart or failover, a broker blip.
 RETRYABLE = (OperationalError, InterfaceError, BrokerOperationalError, ConnectionError)
 RETRY = {
+    "base": MetricsTask,
     "autoretry_for": RETRYABLE,
     "retry_backoff": 1,
     "retry_backoff_max": 60,
