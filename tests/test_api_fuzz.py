@@ -1,0 +1,125 @@
+"""Property-based fuzzing of the read API from its own OpenAPI schema (schemathesis).
+
+Every GET operation of the metrics read API gets generated requests — random ids and
+parameters, and requests pinned to a real election and constituency so the fuzz reaches real
+data — sent in-process to the Django WSGI app. A run fails on any 5xx, an undocumented
+status code or content type, or a body that does not match the documented schema. Bounded:
+a few examples per operation, the whole run in seconds.
+"""
+
+import pytest
+import schemathesis
+from schemathesis import GenerationMode
+from django.contrib.auth.models import User
+from django.core.signals import request_finished, request_started
+from django.core.wsgi import get_wsgi_application
+from django.db import close_old_connections
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rest_framework.authtoken.models import Token
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from metrics.tests.test_selectors import seeded_election
+
+pytestmark = pytest.mark.django_db
+
+READ_PATHS = r"^/api/(hourly-stats|metrics|anomalies)/"
+EXAMPLES_PER_OPERATION = 12
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+
+
+@pytest.fixture
+def wsgi_app():
+    """The real WSGI application, in this thread, on the test transaction's connection.
+
+    Like Django's test client, keep request signals from closing that connection."""
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield get_wsgi_application()
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
+def seeded():
+    return seeded_election(tz="Asia/Kolkata", constituencies=5, hours=30)
+
+
+@pytest.fixture
+def auth_header(db):
+    # Authenticated, so that the anonymous throttle does not turn the run into 429s.
+    token = Token.objects.create(user=User.objects.create_user("fuzz", password="unused-password-9"))
+    return {"Authorization": f"Token {token.key}"}
+
+
+def operation_strategy(operation, seeded):
+    """Free generation, plus generation pinned to real objects."""
+    strategies = [operation.as_strategy()]
+    path = operation.path
+    if "{election_id}" in path:
+        strategies.append(operation.as_strategy(path_parameters={"election_id": seeded.election.id}))
+    if "{constituency_id}" in path:
+        for member in seeded.constituencies[:2]:
+            strategies.append(operation.as_strategy(path_parameters={"constituency_id": member.id}))
+    if path == "/api/anomalies/":
+        strategies.append(operation.as_strategy(query={"election": seeded.election.id}))
+    return st.one_of(strategies)
+
+
+def test_read_api_conforms_to_its_schema_under_fuzzing(wsgi_app, seeded, auth_header):
+    schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", wsgi_app)
+    schema = schema.include(method="GET", path_regex=READ_PATHS)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) == 9, [op.label for op in operations]
+
+    statuses: dict[str, set[int]] = {}
+    for operation in operations:
+
+        @given(case=operation_strategy(operation, seeded))
+        @settings(
+            max_examples=EXAMPLES_PER_OPERATION,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        def fuzz(case):
+            response = case.call(headers=auth_header)
+            statuses.setdefault(case.operation.label, set()).add(response.status_code)
+            case.validate_response(response, checks=CHECKS, headers=auth_header)
+
+        fuzz()
+
+    # Guards the run itself: it must have reached real data, not only 404s and 400s.
+    assert all(200 in codes for codes in statuses.values()), statuses
+
+
+def test_read_api_never_answers_5xx_to_invalid_requests(wsgi_app, seeded, auth_header):
+    """Negative generation: parameters that break the schema (wrong types, out-of-range
+    values, unknown enums) must be refused, never crash the server."""
+    schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", wsgi_app)
+    # The dashboards take no parameters: there is nothing to make invalid.
+    schema = schema.include(method="GET", path_regex=READ_PATHS).exclude(path_regex="dashboard")
+    refused = 0
+    for result in schema.get_all_operations():
+        operation = result.ok()
+
+        @given(case=operation.as_strategy(GenerationMode.NEGATIVE))
+        @settings(
+            max_examples=EXAMPLES_PER_OPERATION,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        def fuzz(case):
+            nonlocal refused
+            response = case.call(headers=auth_header)
+            refused += 400 <= response.status_code < 500
+            case.validate_response(response, checks=[not_a_server_error], headers=auth_header)
+
+        fuzz()
+    assert refused > 0
