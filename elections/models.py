@@ -106,6 +106,16 @@ class Constituency(models.Model):
     def __str__(self) -> str:
         return f"{self.code} ({self.name})"
 
+    def save(self, *args, **kwargs):
+        # Subtle: an instance loaded before the last recompute (admin form, shell) holds stale
+        # metrics; a plain save() would write them back over the calculator's. Updates write
+        # only the fields a person can edit.
+        if not self._state.adding and kwargs.get("update_fields") is None and not kwargs.get("force_insert"):
+            kwargs["update_fields"] = [
+                f.name for f in self._meta.concrete_fields if f.editable and not f.primary_key
+            ]
+        super().save(*args, **kwargs)
+
 
 class TransactionKind(models.TextChoices):
     BULLETIN_ISSUED = "bulletin_issued"

@@ -91,3 +91,48 @@ def assert_matches_reference(election_id: int, ref: reference.RefElection, now: 
 def _diff(got: dict, want: dict) -> str:
     keys = sorted(k for k in got.keys() | want.keys() if got.get(k) != want.get(k))
     return "\n".join(f"{k}: got {got.get(k)!r}, want {want.get(k)!r}" for k in keys[:10])
+
+
+class Tracked:
+    """An election whose transactions are ingested for real and mirrored in the reference,
+    for hand-written scenarios: ``add`` ingests, ``flush`` runs the incremental path,
+    ``check`` compares everything with the reference."""
+
+    def __init__(self, election, constituencies):
+        self.election = election
+        self.ids = [c.id for c in constituencies]
+        self.ref = reference.RefElection(
+            tz=election.timezone,
+            starts_at=election.starts_at,
+            ends_at=election.ends_at,
+            registered={c.id: c.registered_voters for c in constituencies},
+        )
+        self._serial = 0
+
+    def add(self, index: int, kind: str, ts: datetime, n: int = 1) -> list[str]:
+        txs = []
+        for _ in range(n):
+            self._serial += 1
+            txs.append((f"{self.election.code}-{self._serial}", self.ids[index], kind, ts))
+        ingest(self.election.id, txs)
+        self.ref.transactions.extend(txs)
+        return [tx[0] for tx in txs]
+
+    def delete(self, tx_hashes) -> None:
+        gone = set(tx_hashes)
+        delete(gone)
+        self.ref.transactions = [tx for tx in self.ref.transactions if tx[0] not in gone]
+
+    def set_voters(self, index: int, voters: int) -> None:
+        from elections.models import Constituency
+
+        constituency = Constituency.objects.get(pk=self.ids[index])
+        constituency.registered_voters = voters
+        constituency.save()
+        self.ref.registered[self.ids[index]] = voters
+
+    def flush(self, now: datetime) -> int:
+        return flush(self.election.id, now)
+
+    def check(self, now: datetime) -> dict:
+        return assert_matches_reference(self.election.id, self.ref, now)
