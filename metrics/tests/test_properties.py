@@ -13,6 +13,7 @@ lasts 30 or 90 minutes, and transitions off the local hour (St John's before 201
 at 00:01); ``_clean_transitions`` leaves those out.
 """
 
+import os
 import random
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
@@ -20,11 +21,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import transaction
+from django.db.models import Q
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
 from elections.models import Constituency, Election
 from metrics.aggregation import Scope, metrics_recompute
+from metrics.models import Anomaly, HourlyStats
 from metrics.tests import checks, reference
 
 UTC = timezone.utc
@@ -47,8 +50,9 @@ KIND_MIXES = {
 }
 FIRST, LAST = datetime(2009, 1, 1, tzinfo=UTC), datetime(2031, 1, 1, tzinfo=UTC)
 
+# 30 examples keep CI fast; METRICS_PROPERTY_EXAMPLES=500 for a deeper hunt by hand.
 PROPERTY_SETTINGS = settings(
-    max_examples=30,
+    max_examples=int(os.environ.get("METRICS_PROPERTY_EXAMPLES", "30")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -134,6 +138,7 @@ def scenarios(draw):
     now += timedelta(microseconds=draw(st.integers(0, 999_999)))
     voter_change = draw(st.none() | st.tuples(st.integers(0, n - 1), st.sampled_from([5, 50, 5000])))
     deletions = draw(st.lists(st.integers(0, 10**6), max_size=3))
+    repair = draw(st.tuples(st.sampled_from(["constituency", "range", "hours"]), st.integers(0, 10**6)))
     return {
         "zone": zone_name,
         "starts_at": starts_at,
@@ -147,6 +152,7 @@ def scenarios(draw):
         "now": now,
         "voter_change": voter_change,
         "deletions": deletions,
+        "repair": repair,
     }
 
 
@@ -264,6 +270,30 @@ def _check_scenario(s: dict) -> None:
     assert checks.assert_matches_reference(election.id, ref, now) == incremental
     metrics_recompute(election_id=election.id, scope=Scope.election(), now=now)
     assert checks.db_snapshot(election.id) == incremental
+
+    # 6. Lost rows are rebuilt by a partial recompute (backfill's and the sweep's scopes).
+    if incremental["hourly"]:
+        q, scope = _region(s, cids, sorted({h for _, h in incremental["hourly"]}))
+        HourlyStats.objects.filter(q).delete()
+        Anomaly.objects.filter(q).delete()
+        metrics_recompute(election_id=election.id, scope=scope, now=now)
+        assert checks.assert_matches_reference(election.id, ref, now) == incremental
+
+
+def _region(s: dict, cids: list[int], hours: list[datetime]) -> tuple[Q, Scope]:
+    """A region of stored rows, and the Scope that must rebuild it."""
+    region, pick = s["repair"]
+    if region == "constituency":
+        cid = cids[pick % len(cids)]
+        return Q(constituency_id=cid), Scope.constituencies([cid])
+    if region == "range":
+        lo = hours[pick % len(hours)]
+        hi = lo + 3 * HOUR
+        # Mid-bucket limits: the buckets holding ``since`` and starting before ``until``.
+        scope = Scope.election(since=lo + timedelta(minutes=10), until=hi - timedelta(minutes=10))
+        return Q(hour__gte=lo, hour__lt=hi), scope
+    picked = {hours[pick % len(hours)], hours[(pick // 7) % len(hours)]}
+    return Q(hour__in=sorted(picked)), Scope.hours(picked)
 
 
 def _label(s: dict, snapshot: dict) -> None:
