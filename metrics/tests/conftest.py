@@ -38,16 +38,20 @@ def worker_environment_missing() -> str | None:
     return None
 
 
-@pytest.fixture(autouse=True)
-def _worker_tests_need_services(request):
-    if request.node.get_closest_marker("worker") is None:
-        return
+def require_worker_environment() -> None:
+    """Skip here, fail in CI (where nothing may be skipped)."""
     missing = worker_environment_missing()
     if missing is None:
         return
     if os.environ.get("CI"):
         pytest.fail(f"needs PostgreSQL/Redis in CI: {missing}", pytrace=False)
     pytest.skip(f"needs a real worker: {missing} (set DATABASE_URL=postgres://..., CELERY_BROKER_URL=redis://...)")
+
+
+@pytest.fixture(autouse=True)
+def _worker_tests_need_services(request):
+    if request.node.get_closest_marker("worker") is not None:
+        require_worker_environment()
 
 
 def test_database_url() -> str:
@@ -159,8 +163,7 @@ class WorkerProcess:
 @pytest.fixture(scope="session")
 def worker_process(django_db_setup, django_db_blocker, tmp_path_factory):
     """One worker for the session, pointed at pytest-django's test database."""
-    if worker_environment_missing():
-        pytest.skip(worker_environment_missing())
+    require_worker_environment()
     with django_db_blocker.unblock():
         database_url = test_database_url()
     worker = WorkerProcess(database_url, tmp_path_factory.mktemp("worker") / "worker.log")

@@ -1,0 +1,142 @@
+"""metrics.signals: every write path marks its buckets in its own transaction and asks for
+a flush only after commit."""
+
+from datetime import timedelta
+
+from django.core import serializers
+from django.db import transaction
+
+from elections.models import Transaction, TransactionKind
+from elections.services import TransactionRow, transactions_delete, transactions_ingest
+from elections.tests.factories import VOTING_STARTS, TransactionFactory
+from metrics.models import DirtyBucket, HourlyStats
+
+
+def marked(election) -> set:
+    return set(DirtyBucket.objects.filter(election_id=election.id).values_list("constituency_id", "hour"))
+
+
+def test_orm_save_marks_its_bucket_and_flushes_only_after_commit(
+    election, constituencies, django_capture_on_commit_callbacks, stats_match
+):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        tx = TransactionFactory(constituency=constituencies[0], timestamp=VOTING_STARTS + timedelta(minutes=5))
+    assert marked(election) == {(constituencies[0].id, tx.hour)}
+    assert not HourlyStats.objects.exists()
+    assert len(callbacks) == 1
+
+    callbacks[0]()
+    assert marked(election) == set()
+    assert HourlyStats.objects.get(constituency=constituencies[0]).votes_cast == 1
+    stats_match(election)
+
+
+def test_moving_a_transaction_marks_the_old_and_the_new_bucket(
+    election, constituencies, django_capture_on_commit_callbacks, stats_match
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        tx = TransactionFactory(constituency=constituencies[0], timestamp=VOTING_STARTS)
+    old_hour = tx.hour
+    tx = Transaction.objects.get(pk=tx.pk)
+    tx.timestamp = VOTING_STARTS + timedelta(hours=3)
+    tx.constituency = constituencies[1]
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        tx.save()
+    assert marked(election) == {(constituencies[0].id, old_hour), (constituencies[1].id, tx.hour)}
+    for callback in callbacks:
+        callback()
+    assert marked(election) == set()
+    assert not HourlyStats.objects.filter(constituency=constituencies[0]).exists()
+    stats_match(election)
+
+
+def test_rolled_back_ingest_leaves_no_marks_and_requests_no_flush(
+    election, constituencies, django_capture_on_commit_callbacks
+):
+    row = TransactionRow("rolled-back", election.id, constituencies[0].id, TransactionKind.VOTE_CAST, VOTING_STARTS, None)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        try:
+            with transaction.atomic():
+                transactions_ingest(rows=[row])
+                raise RuntimeError("the request failed later")
+        except RuntimeError:
+            pass
+    assert callbacks == []
+    assert marked(election) == set()
+
+
+def test_bulk_ingest_marks_every_bucket_once_and_requests_one_flush(
+    election, constituencies, django_capture_on_commit_callbacks
+):
+    rows = [
+        TransactionRow(f"b-{i}", election.id, constituencies[i % 3].id, TransactionKind.VOTE_CAST,
+                       VOTING_STARTS + timedelta(minutes=20 * i), None)
+        for i in range(30)
+    ]  # fmt: skip
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        result = transactions_ingest(rows=rows)
+    assert marked(election) == result.buckets
+    assert DirtyBucket.objects.filter(election_id=election.id).count() == len(result.buckets)
+    assert len(callbacks) == 1
+
+
+def test_deferred_import_marks_without_requesting_a_flush(election, constituencies, django_capture_on_commit_callbacks):
+    row = TransactionRow("deferred", election.id, constituencies[0].id, TransactionKind.VOTE_CAST, VOTING_STARTS, None)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        transactions_ingest(rows=[row], defer_flush=True)
+    assert callbacks == []
+    assert len(marked(election)) == 1
+
+
+def test_deleting_transactions_marks_their_buckets(election, constituencies, django_capture_on_commit_callbacks, stats_match):
+    with django_capture_on_commit_callbacks(execute=True):
+        tx = TransactionFactory(constituency=constituencies[0])
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        transactions_delete(queryset=Transaction.objects.filter(pk=tx.pk))
+    assert callbacks
+    assert not HourlyStats.objects.exists()
+    assert marked(election) == set()
+    stats_match(election)
+
+
+def test_registered_voters_change_recomputes_the_constituencys_rates(
+    election, constituencies, django_capture_on_commit_callbacks, stats_match
+):
+    c = constituencies[0]
+    with django_capture_on_commit_callbacks(execute=True):
+        TransactionFactory(constituency=c)
+    c.refresh_from_db()
+    assert c.participation_rate == 0.1
+    c.registered_voters = 500
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        c.save()
+    assert marked(election) == {(c.id, None)}
+    for callback in callbacks:
+        callback()
+    c.refresh_from_db()
+    assert c.participation_rate == 0.2
+    stats_match(election)
+
+
+def test_voting_window_change_marks_the_whole_election(election, constituencies, django_capture_on_commit_callbacks):
+    election.ends_at += timedelta(hours=1)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        election.save()
+    assert marked(election) == {(None, None)}
+    assert len(callbacks) == 1
+
+
+def test_renaming_changes_no_metric_input_and_marks_nothing(election, constituencies):
+    constituencies[0].name = "Renamed"
+    constituencies[0].save()
+    election.name = "Renamed"
+    election.save()
+    assert marked(election) == set()
+
+
+def test_raw_loaddata_saves_mark_nothing(election, constituencies):
+    tx = TransactionFactory.build(constituency=constituencies[0], election=election, hour=VOTING_STARTS)
+    data = serializers.serialize("json", [tx])
+    for obj in serializers.deserialize("json", data):
+        obj.save()
+    assert marked(election) == set()
