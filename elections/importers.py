@@ -1,0 +1,393 @@
+"""File imports (SPEC section 8): stream CSV / JSON Lines files into the ingest services.
+
+Files are read line by line in binary and decoded per line, so a bad byte, a bad field or a
+wrong column count rejects that one line (with its number) and never the file; only a
+problem the whole file shares (no such file, a header without a required column, a broken
+gzip stream) stops the import. Transactions go through the same validator and the same
+insert path as the API, one database transaction per batch, so memory stays flat however
+large the file is and a crash keeps every batch already stored (re-running is idempotent).
+"""
+
+import csv
+import gzip
+import io
+import json
+import logging
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.db import transaction
+
+from elections.models import Constituency, Election, Transaction
+from elections.services import RowError, TransactionRow, transaction_row_parse, transactions_ingest
+from elections.signals import buckets_changed
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("csv", "jsonl")
+EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+TRANSACTION_COLUMNS = ("tx_hash", "constituency", "kind", "timestamp")
+TRANSACTION_OPTIONAL_COLUMNS = ("block_number", "election")
+CONSTITUENCY_COLUMNS = ("code", "name", "registered_voters")
+DEFAULT_BATCH_SIZE = 10_000
+READ_BUFFER = 1 << 20
+CODE_MAX_LENGTH = Constituency._meta.get_field("code").max_length
+NAME_MAX_LENGTH = Constituency._meta.get_field("name").max_length
+REGISTERED_VOTERS_MAX = 2_147_483_647  # PositiveIntegerField's range on every backend
+
+# Rejections are reported to a callback as they happen: (line number, reason).
+OnRejected = Callable[[int, str], None]
+
+
+class ImportFileError(Exception):
+    """The file as a whole cannot be imported (nothing of it was stored unless stated)."""
+
+
+class _BadLine(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def file_format_detect(path: Path, requested: str | None = None) -> tuple[str, bool]:
+    """(format, gzipped) from ``--format`` or the file name: .csv, .jsonl/.ndjson, optionally .gz."""
+    suffixes = [s.lower() for s in path.suffixes]
+    gzipped = bool(suffixes) and suffixes[-1] == ".gz"
+    if gzipped:
+        suffixes.pop()
+    if requested:
+        return requested, gzipped
+    fmt = EXTENSIONS.get(suffixes[-1]) if suffixes else None
+    if fmt is None:
+        raise ImportFileError(
+            f"Cannot tell the format of {path.name} from its name; use .csv, .jsonl or .ndjson "
+            "(optionally .gz), or pass --format csv|jsonl."
+        )
+    return fmt, gzipped
+
+
+class _Source:
+    """Text lines of a file (gzip or plain) with the on-disk byte position for progress.
+
+    Subtle: bytes that are not UTF-8 are decoded with ``surrogateescape`` instead of failing
+    the whole file; they can only reach the database through ``tx_hash``, which the
+    validator refuses when it holds such characters, and every other field fails its own
+    check, so the line is rejected with a reason that shows the bytes.
+    """
+
+    def __init__(self, path: Path, gzipped: bool):
+        try:
+            self.raw = open(path, "rb")  # noqa: SIM115 (closed by _open)
+        except FileNotFoundError:
+            raise ImportFileError(f"No such file: {path}") from None
+        except IsADirectoryError:
+            raise ImportFileError(f"{path} is a directory, not a file.") from None
+        except OSError as error:
+            raise ImportFileError(f"Cannot open {path}: {error.strerror or error}") from None
+        self.size = path.stat().st_size
+        binary = io.BufferedReader(gzip.GzipFile(fileobj=self.raw, mode="rb"), READ_BUFFER) if gzipped else self.raw
+        self.text = io.TextIOWrapper(binary, encoding="utf-8", errors="surrogateescape", newline="")
+
+    def position(self) -> int:
+        return self.raw.tell()
+
+    def close(self) -> None:
+        self.text.close()
+        self.raw.close()
+
+
+@contextmanager
+def _open(path: Path, gzipped: bool):
+    source = _Source(path, gzipped)
+    try:
+        yield source
+    except (OSError, EOFError, zlib.error) as error:
+        # A truncated or corrupt gzip stream, or a read error: the batches before it stay stored.
+        raise ImportFileError(f"Cannot read {path} to the end ({error}); the lines before that were processed.") from None
+    finally:
+        source.close()
+
+
+def printable(text: str) -> str:
+    """Show undecodable bytes as \\xNN instead of failing to print them."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _csv_reader(source: _Source, required: tuple, optional: tuple = ()):
+    """Read and check the header; return (columns, reader). Rows are checked by the caller."""
+    reader = csv.reader(source.text, strict=True)
+    try:
+        header = next(reader, None)
+    except csv.Error as error:
+        raise ImportFileError(f"line 1: the header is not valid CSV ({error}). Nothing was stored.") from None
+    if not header or not any(h.strip() for h in header):
+        raise ImportFileError(f"The file is empty: expected a header line {','.join(required)}. Nothing was stored.")
+    columns = [h.strip().lstrip("\ufeff").strip().lower() for h in header]
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise ImportFileError(
+            f"The header lacks required column(s) {', '.join(missing)}: expected "
+            f"{','.join(required)}" + (f" and optionally {','.join(optional)}" if optional else "")
+            + f", got {printable(','.join(columns))}. Nothing was stored."
+        )
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:
+        raise ImportFileError(
+            f"The header names column(s) {printable(', '.join(repeated))} more than once. Nothing was stored."
+        )
+    return columns, reader
+
+
+def _csv_records(reader, columns: list[str], wanted: tuple) -> Iterator:
+    """(line number, {name: value} for the ``wanted`` columns present | _BadLine), blank lines skipped."""
+    width = len(columns)
+    picks = [(name, columns.index(name)) for name in wanted if name in columns]
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            yield reader.line_num, _BadLine(f"not valid CSV ({error})")
+            continue
+        if len(fields) != width:
+            if not fields or (len(fields) == 1 and not fields[0].strip()):
+                continue  # a blank line
+            yield reader.line_num, _BadLine(f"expected {width} fields as in the header, got {len(fields)}")
+            continue
+        yield reader.line_num, {name: fields[i] for name, i in picks}
+
+
+def _jsonl_records(source: _Source) -> Iterator:
+    for line, text in enumerate(source.text, 1):
+        if not text.strip():
+            continue
+        try:
+            value = json.loads(text)
+        except ValueError as error:
+            yield line, _BadLine(f"not valid JSON ({error})")
+            continue
+        yield line, value if isinstance(value, dict) else _BadLine("expected a JSON object")
+
+
+# --- transactions -----------------------------------------------------------------------
+
+
+@dataclass
+class TransactionImportReport:
+    read: int = 0  # data lines (blank lines are not counted)
+    created: int = 0
+    duplicates: int = 0  # already stored, or repeated in the file
+    rejected: int = 0
+    ignored_columns: list[str] = field(default_factory=list)
+
+
+def constituency_lookup_by_code(*, election: Election) -> Callable:
+    """Resolve constituency codes of one election from a single query. A code that exists
+    only in another election resolves to that constituency, so the validator names the
+    real problem ("belongs to another election") instead of "unknown"."""
+    codes = {c.code: c for c in Constituency.objects.filter(election=election).only("id", "election_id", "code")}
+    elsewhere: dict[str, Constituency] | None = None
+
+    def lookup(value):
+        nonlocal elsewhere
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            return None
+        found = codes.get(value) or codes.get(value.strip())
+        if found is None:
+            if elsewhere is None:  # loaded once, on the first miss
+                elsewhere = {
+                    c.code: c
+                    for c in Constituency.objects.exclude(election=election).only("id", "election_id", "code")
+                }
+            found = elsewhere.get(value.strip())
+        return found
+
+    return lookup
+
+
+def transactions_import(
+    *,
+    path: Path,
+    election: Election,
+    fmt: str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    on_rejected: OnRejected,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> TransactionImportReport:
+    """Import a transactions file into ``election``; returns the counts.
+
+    Each batch is stored by transactions_ingest in its own database transaction, with its
+    dirty marks (durable) but without a flush; one flush of the election is requested at
+    the end, also when the import stops half-way (the stored batches still need metrics).
+    ``on_progress(position, size)`` reports bytes of the file on disk.
+    """
+    fmt, gzipped = file_format_detect(path, fmt)
+    lookup = constituency_lookup_by_code(election=election)
+    accepted_elections = {election.code, str(election.id)}
+    report = TransactionImportReport()
+    with _open(path, gzipped) as source:
+        if fmt == "csv":
+            known = TRANSACTION_COLUMNS + TRANSACTION_OPTIONAL_COLUMNS
+            columns, reader = _csv_reader(source, TRANSACTION_COLUMNS, TRANSACTION_OPTIONAL_COLUMNS)
+            report.ignored_columns = [printable(c) for c in columns if c not in known]
+            records = _csv_records(reader, columns, known)
+        else:
+            records = _jsonl_records(source)
+
+        rows: list[TransactionRow] = []
+
+        def store() -> None:
+            result = transactions_ingest(rows=rows, defer_flush=True)
+            report.created += result.created
+            report.duplicates += result.duplicates
+            rows.clear()
+            if on_progress:
+                on_progress(source.position(), source.size)
+
+        try:
+            for line, record in records:
+                report.read += 1
+                try:
+                    if isinstance(record, _BadLine):
+                        raise record
+                    # The file may name the election (by code or id); the validator's own
+                    # "election" check compares ids, so the key is settled here and dropped.
+                    claimed = record.pop("election", None)
+                    if claimed not in (None, "") and str(claimed).strip() not in accepted_elections:
+                        raise _BadLine(
+                            f"election: '{claimed}' is not the election being imported ({election.code})."
+                        )
+                    rows.append(transaction_row_parse(record, constituency_lookup=lookup, election_id=election.id))
+                except (_BadLine, RowError) as error:
+                    report.rejected += 1
+                    on_rejected(line, printable(error.reason if isinstance(error, _BadLine) else str(error)))
+                    continue
+                if len(rows) >= batch_size:
+                    store()
+            if rows:
+                store()
+        finally:
+            if report.created:
+                _flush_request_soft(election_id=election.id)
+    if on_progress:
+        on_progress(source.size, source.size)
+    return report
+
+
+def metrics_flush_request(*, election_id: int) -> None:
+    """Ask for one flush of the election's dirty marks (queued after commit)."""
+    with transaction.atomic():
+        buckets_changed.send(sender=Transaction, election_id=election_id, buckets=set(), defer_flush=False)
+
+
+def _flush_request_soft(*, election_id: int) -> None:
+    # Runs in a ``finally``: when the import failed because the database went away, this
+    # must not hide that error. The marks are durable; the beat sweep flushes them.
+    try:
+        metrics_flush_request(election_id=election_id)
+    except Exception:
+        logger.warning("could not request a metrics flush for election %s; the sweep will", election_id, exc_info=True)
+
+
+# --- constituencies ---------------------------------------------------------------------
+
+
+@dataclass
+class ConstituencyImportReport:
+    read: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    ignored_columns: list[str] = field(default_factory=list)
+
+
+def _constituency_parse(record: dict) -> tuple[str, str, int]:
+    code = (record.get("code") or "").strip()
+    if not code:
+        raise _BadLine("code: This field is required.")
+    if len(code) > CODE_MAX_LENGTH:
+        raise _BadLine(f"code: At most {CODE_MAX_LENGTH} characters.")
+    name = (record.get("name") or "").strip()
+    if not name:
+        raise _BadLine("name: This field is required.")
+    if len(name) > NAME_MAX_LENGTH:
+        raise _BadLine(f"name: At most {NAME_MAX_LENGTH} characters.")
+    for label, value in (("code", code), ("name", name)):
+        if "\x00" in value:
+            raise _BadLine(f"{label}: NUL characters are not allowed.")
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise _BadLine(f"{label}: not valid UTF-8.") from None
+    text = (record.get("registered_voters") or "").strip()
+    try:
+        voters = int(text)
+    except ValueError:
+        raise _BadLine(f"registered_voters: '{text}' is not a whole number.") from None
+    if not 0 < voters <= REGISTERED_VOTERS_MAX:
+        raise _BadLine(f"registered_voters: must be between 1 and {REGISTERED_VOTERS_MAX}, got {voters}.")
+    return code, name, voters
+
+
+def constituencies_import(*, path: Path, election: Election, on_rejected: OnRejected) -> ConstituencyImportReport:
+    """Create or update the election's constituencies from a CSV code,name,registered_voters.
+
+    Upserts by (election, code) in one database transaction. bulk_update bypasses the
+    post_save receiver, so a changed registered_voters marks that constituency dirty here
+    (every participation rate and turnout anomaly of it depends on the number).
+    """
+    _, gzipped = file_format_detect(path, "csv")
+    report = ConstituencyImportReport()
+    wanted: dict[str, tuple[int, str, int]] = {}  # code -> (line, name, voters)
+    with _open(path, gzipped) as source:
+        columns, reader = _csv_reader(source, CONSTITUENCY_COLUMNS)
+        report.ignored_columns = [printable(c) for c in columns if c not in CONSTITUENCY_COLUMNS]
+        records = _csv_records(reader, columns, CONSTITUENCY_COLUMNS)
+        for line, record in records:
+            report.read += 1
+            try:
+                if isinstance(record, _BadLine):
+                    raise record
+                code, name, voters = _constituency_parse(record)
+                if code in wanted:
+                    raise _BadLine(f"code: '{code}' already appears on line {wanted[code][0]}.")
+            except _BadLine as error:
+                report.rejected += 1
+                on_rejected(line, printable(error.reason))
+                continue
+            wanted[code] = (line, name, voters)
+
+    with transaction.atomic():
+        existing = {c.code: c for c in Constituency.objects.filter(election=election, code__in=list(wanted))}
+        new, changed, revoted = [], [], set()
+        for code, (_, name, voters) in wanted.items():
+            current = existing.get(code)
+            if current is None:
+                new.append(Constituency(election=election, code=code, name=name, registered_voters=voters))
+            elif (current.name, current.registered_voters) != (name, voters):
+                if current.registered_voters != voters:
+                    revoted.add(current.id)
+                current.name, current.registered_voters = name, voters
+                changed.append(current)
+        Constituency.objects.bulk_create(new, batch_size=1000)
+        Constituency.objects.bulk_update(changed, ["name", "registered_voters"], batch_size=1000)
+        if revoted:
+            buckets_changed.send(
+                sender=Constituency,
+                election_id=election.id,
+                buckets={(pk, None) for pk in revoted},
+                defer_flush=False,
+            )
+    report.created, report.updated = len(new), len(changed)
+    report.unchanged = len(wanted) - len(new) - len(changed)
+    return report
