@@ -7,6 +7,12 @@ flag *before* reading the marks, so a mark committed later always finds either t
 clear (and queues another flush) or a flush that has not read yet. Nothing is dropped: a
 lost task, a dead worker or a broker outage leaves the marks in the database, where the
 beat sweep finds them.
+
+Subtle: the flag only rate-limits; correctness rests on the marks. If the flag outlives its
+task (task lost, worker dead), triggers queue nothing until it expires
+(METRICS_FLUSH_PENDING_TTL) or the sweep runs. Recomputes of one election are serialized by
+a lock on its row, and each reads with a fresh snapshot after taking it, so a slower flush
+can never write older counts over a newer one's.
 """
 
 import logging

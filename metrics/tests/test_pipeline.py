@@ -249,3 +249,26 @@ def test_manual_recompute_within_a_range_leaves_other_hours_alone(election, cons
     inside = HourlyStats.objects.filter(election=election, hour__gte=since, hour__lt=until)
     assert inside.exists() and not inside.filter(transaction_count=0).exists()
     assert HourlyStats.objects.filter(election=election, hour__lt=since, transaction_count=0).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sweep_repairs_a_transaction_stored_without_its_mark(live_election, monkeypatch, stats_match):
+    """In autocommit, Model.save commits the row before post_save runs: a crash in between
+    leaves a transaction with no dirty mark. The sweep's recount is the safety net."""
+    from elections.tests.factories import TransactionFactory
+
+    constituency = live_election.constituencies.first()
+
+    def crash(**kwargs):  # the process dies between the two commits
+        raise RuntimeError("killed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline, "buckets_mark_dirty", crash)
+        with pytest.raises(RuntimeError):
+            TransactionFactory(constituency=constituency, timestamp=timezone.now() - timedelta(hours=3))
+    assert live_election.transactions.count() == 1
+    assert marks(live_election) == 0 and not HourlyStats.objects.exists()
+
+    (report,) = pipeline.active_elections_sweep()
+    assert report["repaired_buckets"] == 1
+    stats_match(live_election)
