@@ -100,27 +100,25 @@ class MetricsCache:
                 self.delete(lock_key)
         return value, False
 
-    def election_read(
-        self, election_id: int, name: str, compute: Callable[[], Any], ttl, **params
-    ) -> "CachedRead":
+    def election_read(self, election_id: int, name: str, compute: Callable[[], Any], ttl, **params) -> "CachedRead":
         """get_or_compute under the election's versioned key, with an ETag for the result."""
-        key = self.election_key(election_id, name, **params)
-        value, hit = self.get_or_compute(key, compute, ttl)
-        return CachedRead(value=value, hit=hit, etag=self.etag(key, value))
+        return self._read(self.election_key(election_id, name, **params), compute, ttl)
 
     def global_read(self, name: str, compute: Callable[[], Any], ttl, **params) -> "CachedRead":
-        key = self.global_key(name, **params)
-        value, hit = self.get_or_compute(key, compute, ttl)
-        return CachedRead(value=value, hit=hit, etag=self.etag(key, value))
+        """get_or_compute under a key every election's recompute invalidates (dashboards)."""
+        return self._read(self.global_key(name, **params), compute, ttl)
 
-    @staticmethod
-    def etag(key: str, value: Any) -> str:
-        """Strong validator of one computed value: the versioned key names the data it was
-        computed from, ``computed_at`` the computation (TTL expiry recomputes the clock-
-        dependent parts, such as status and velocities)."""
-        computed_at = value.get("computed_at") if isinstance(value, dict) else None
-        text = f"{key}|{computed_at.isoformat() if computed_at else ''}"
-        return '"' + hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:32] + '"'
+    def _read(self, key: str, compute: Callable[[], Any], ttl) -> "CachedRead":
+        # The ETag is minted with each computation and stored with the value: a strong
+        # validator that changes whenever the value may have (a new version, or a TTL
+        # expiry that recomputed clock-dependent parts such as status).
+        def stamped() -> tuple[Any, str]:
+            text = f"{key}|{time.time_ns()}"
+            return compute(), '"' + hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:32] + '"'
+
+        pair_ttl = (lambda pair: ttl(pair[0])) if callable(ttl) else ttl
+        (value, etag), hit = self.get_or_compute(key, stamped, pair_ttl)
+        return CachedRead(value=value, hit=hit, etag=etag)
 
     # --- keys -----------------------------------------------------------------------------
 
