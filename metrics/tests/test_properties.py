@@ -119,7 +119,9 @@ def scenarios(draw):
     )
     # A burst of votes in one place while its peers are quiet: a velocity spike, if the
     # numbers say so. It may arrive late, so the incremental path has to re-judge the hour.
-    burst = draw(st.none() | st.tuples(st.integers(0, n - 1), st.integers(0, hours - 1), st.integers(15, 45), st.booleans()))
+    burst = draw(
+        st.none() | st.tuples(st.integers(0, n - 1), st.integers(0, hours - 1), st.integers(15, 45), st.booleans())
+    )
     edges = draw(
         st.lists(
             st.tuples(
@@ -185,7 +187,9 @@ def _transactions(s: dict, cids: list[int]) -> tuple[list, list]:
         (late if is_late else first).extend(
             (f"tx-{next(serial)}", cid, kind, base + timedelta(microseconds=rng.randrange(3600 * 10**6)))
             for cid in cids
-            for kind in (["vote_cast"] * votes if cid == cids[target] else ["bulletin_issued"] + ["vote_cast"] * rng.randint(0, 3))
+            for kind in (
+                ["vote_cast"] * votes if cid == cids[target] else ["bulletin_issued"] + ["vote_cast"] * rng.randint(0, 3)
+            )
         )
     points = {
         "starts_at": s["starts_at"],
