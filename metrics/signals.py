@@ -5,12 +5,14 @@ transaction of a deleted election into memory. elections.services.transactions_d
 the buckets of what it deletes, and the sweep repairs any other deletion.
 """
 
+from django.db import transaction
 from django.db.models.signals import post_save, pre_save
 from django.dispatch import receiver
 
 from elections.models import Constituency, Election, Transaction
 from elections.signals import buckets_changed
 from metrics import pipeline
+from metrics.cache import metrics_cache
 
 
 @receiver(buckets_changed)
@@ -50,6 +52,11 @@ def remember_inputs(sender, instance, **kwargs):
 
 @receiver(post_save, sender=Constituency)
 def constituency_saved(sender, instance, created, raw=False, **kwargs):
+    if created and not raw:
+        # A new constituency changes its election's counts and registered voters without
+        # any recompute: drop the election's cached reads (after commit, like a recompute).
+        transaction.on_commit(lambda: metrics_cache.invalidate_election(instance.election_id), robust=True)
+        return
     before = getattr(instance, "metric_inputs_before", None)
     if raw or created or before is None or before == (instance.registered_voters,):
         return

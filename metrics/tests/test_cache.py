@@ -7,6 +7,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from django.test import TestCase
 from django.urls import reverse
 from django.utils import timezone as dj_timezone
 
@@ -260,3 +261,22 @@ def test_cache_operations_degrade_to_misses_when_the_backend_fails(redis_down):
     assert (value, hit) == ("computed", False)
     assert broken.constituency_election(5, lambda: 7) == 7
 
+
+
+@pytest.mark.django_db
+def test_a_new_constituency_shows_in_a_closed_elections_cached_metrics(api_client, ingest_client, settings):
+    settings.METRICS_CACHE_TTL_CLOSED = 86400
+    seeded = seeded_election(tz="Europe/Berlin", constituencies=5)
+    url = reverse("election-metrics", kwargs={"election_id": seeded.election.id})
+    before = api_client.get(url).json()
+    assert before["status"] == "closed"
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        created = ingest_client.post(
+            reverse("constituency-list"),
+            {"election": seeded.election.id, "code": "late-one", "name": "Late", "registered_voters": 500},
+            format="json",
+        )
+    assert created.status_code == 201, created.content
+    after = api_client.get(url).json()
+    assert after["constituency_count"] == before["constituency_count"] + 1
+    assert after["registered_voters"] == before["registered_voters"] + 500
