@@ -13,7 +13,13 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from election_monitor.admin_utils import ELECTION_PARAMETER, ConstituencyListFilter, LargeTableAdmin, election_filtered
+from election_monitor.admin_utils import (
+    ELECTION_PARAMETER,
+    ConstituencyListFilter,
+    ElectionListFilter,
+    LargeTableAdmin,
+    election_filtered,
+)
 from elections.models import Constituency, Election, ElectionStatus, Transaction, grace_period
 from elections.services import transactions_delete
 from elections.signals import buckets_changed
@@ -142,7 +148,7 @@ class ConstituencyAdmin(LargeTableAdmin):
         "anomaly_score",
         "metrics_updated_at",
     )
-    list_filter = ("election",)
+    list_filter = (ElectionListFilter,)
     list_select_related = ("election",)
     search_fields = ("code", "name")
     autocomplete_fields = ("election",)
@@ -199,7 +205,7 @@ class ConstituencyAdmin(LargeTableAdmin):
 @admin.register(Transaction)
 class TransactionAdmin(LargeTableAdmin):
     list_display = ("tx_hash", "kind", "timestamp", "hour", "constituency_code", "election_code", "block_number")
-    list_filter = ("election", ConstituencyListFilter, "kind")
+    list_filter = (ElectionListFilter, ConstituencyListFilter, "kind")
     list_select_related = ("election", "constituency")
     # Exact matches only: they use the unique index; a LIKE '%...%' scans millions of rows.
     search_fields = ("tx_hash__exact",)

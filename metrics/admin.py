@@ -8,7 +8,7 @@ shows them read-only. To change them, change the transactions or use the electio
 
 from django.contrib import admin
 
-from election_monitor.admin_utils import ConstituencyListFilter, LargeTableAdmin, election_filtered
+from election_monitor.admin_utils import ConstituencyListFilter, ElectionListFilter, LargeTableAdmin, election_filtered
 from metrics.models import Anomaly, DirtyBucket, HourlyStats
 
 
@@ -53,7 +53,7 @@ class HourlyStatsAdmin(ReadOnlyAdmin):
         "anomaly_count",
         "timestamp",
     )
-    list_filter = ("election", ConstituencyListFilter)
+    list_filter = (ElectionListFilter, ConstituencyListFilter)
     search_fields = ("constituency__code__exact",)
     date_hierarchy = "hour"
     sortable_by = ("hour",)
@@ -62,7 +62,7 @@ class HourlyStatsAdmin(ReadOnlyAdmin):
 @admin.register(Anomaly)
 class AnomalyAdmin(ReadOnlyAdmin):
     list_display = ("hour", "kind", "constituency_code", "election_code", "weight", "details", "detected_at")
-    list_filter = ("election", ConstituencyListFilter, "kind")
+    list_filter = (ElectionListFilter, ConstituencyListFilter, "kind")
     search_fields = ("constituency__code__exact",)
     date_hierarchy = "hour"
     sortable_by = ("hour",)
@@ -73,7 +73,7 @@ class DirtyBucketAdmin(ReadOnlyAdmin):
     """Pending recomputes: a long list here means the flush tasks are behind (or lost)."""
 
     list_display = ("id", "election_code", "constituency_code", "hour", "created_at")
-    list_filter = ("election",)
+    list_filter = (ElectionListFilter,)
     sortable_by = ()
 
     def get_ordering(self, request):

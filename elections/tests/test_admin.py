@@ -129,13 +129,36 @@ def test_unfiltered_list_counts_exactly_on_sqlite_and_estimates_on_postgresql(ad
     assert response.context["cl"].full_result_count is None  # show_full_result_count=False: no second COUNT
 
 
-def test_filtered_list_is_counted_exactly(admin_client, constituencies, monkeypatch):
+def test_filtered_list_below_the_threshold_is_counted_exactly(admin_client, constituencies, monkeypatch):
     transactions(constituencies, 30)
-    monkeypatch.setattr(EstimatedCountPaginator, "estimate_threshold", 0)
+    monkeypatch.setattr(EstimatedCountPaginator, "estimate_threshold", 6)
 
     response = admin_client.get(TX_LIST, {"constituency": constituencies[0].id})
 
     assert response.context["cl"].result_count == 5
+
+
+def test_big_filtered_list_counts_at_most_the_threshold_then_asks_the_planner(
+    admin_client, constituencies, monkeypatch
+):
+    transactions(constituencies, 30)
+    monkeypatch.setattr(EstimatedCountPaginator, "estimate_threshold", 10)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE elections_transaction")
+
+    with CaptureQueriesContext(connection) as captured:
+        response = admin_client.get(TX_LIST, {"election__id__exact": constituencies[0].election_id})
+
+    counted = response.context["cl"].result_count
+    counts = [q["sql"] for q in captured.captured_queries if "COUNT(" in q["sql"].upper()]
+    if connection.vendor == "postgresql":
+        assert len(counts) == 1 and "LIMIT 10" in counts[0]  # bounded work
+        assert any(q["sql"].startswith("EXPLAIN") for q in captured.captured_queries)
+        assert 10 <= counted <= 60  # the planner's estimate after ANALYZE of 30 rows
+    else:
+        assert counted == 30
+    assert len(shown_ids(response)) == 30
 
 
 def test_estimate_is_used_only_above_the_threshold(constituencies):
@@ -511,3 +534,59 @@ def test_deleting_an_election_confirms_with_counts(admin_client, constituencies)
     assert deleted.status_code == 302
     assert not Election.objects.filter(pk=election_id).exists()
     assert not Transaction.objects.exists() and not DirtyBucket.objects.exists()
+
+
+# --- the date hierarchy without full scans -------------------------------------------------
+
+
+@pytest.fixture
+def spread(constituencies):
+    """Transactions on three days of September and one in October (UTC)."""
+    stamps = [VOTING_STARTS + timedelta(hours=h) for h in (0, 1, 20, 30, 31, 50)] + [VOTING_STARTS + timedelta(days=30)]
+    return [
+        TransactionFactory(constituency=constituencies[i % 3], timestamp=ts, kind="vote_cast" if i % 2 else "other")
+        for i, ts in enumerate(stamps)
+    ]
+
+
+@pytest.mark.parametrize("kind", ["year", "month", "day"])
+@pytest.mark.parametrize("narrow", [{}, {"kind": "other"}, {"hour__month": 9}])
+def test_probed_dates_agree_with_djangos_scan(spread, constituencies, kind, narrow):
+    from election_monitor.admin_utils import ProbedDates
+    from django.db.models import Max, Min
+
+    queryset = Transaction.objects.filter(election=constituencies[0].election, **narrow).order_by("-id")
+
+    probed = ProbedDates(queryset)
+
+    assert probed.datetimes("hour", kind) == list(queryset.datetimes("hour", kind))
+    assert probed.aggregate(first=Min("hour"), last=Max("hour")) == queryset.aggregate(first=Min("hour"), last=Max("hour"))
+
+
+def test_date_hierarchy_is_offered_once_an_election_is_chosen_without_scanning(admin_client, spread, constituencies):
+    election_id = constituencies[0].election_id
+
+    unfiltered = admin_client.get(TX_LIST)
+    with CaptureQueriesContext(connection) as captured:
+        chosen = admin_client.get(TX_LIST, {"election__id__exact": election_id, "hour__year": 2024, "hour__month": 9})
+
+    assert "hour__day=" not in unfiltered.content.decode()
+    body = chosen.content.decode()
+    assert all(f"hour__day={day}" in body for day in (6, 7, 8))
+    assert "hour__day=9" not in body
+    assert not [q for q in captured.captured_queries if "DISTINCT" in q["sql"].upper()]
+
+
+def test_election_filter_applies_even_when_there_is_a_single_election(admin_client, constituencies):
+    transactions(constituencies, 4)
+    election_id = constituencies[0].election_id
+
+    unknown = admin_client.get(TX_LIST, {"election__id__exact": 987654})
+    with CaptureQueriesContext(connection) as captured:
+        chosen = admin_client.get(TX_LIST, {"election__id__exact": election_id})
+
+    assert shown_ids(unknown) == []
+    assert len(shown_ids(chosen)) == 4
+    # Every query of the list and of the date links is narrowed by the election (its index).
+    reads = [q["sql"] for q in captured.captured_queries if 'FROM "elections_transaction"' in q["sql"]]
+    assert reads and all('"election_id" = ' in sql for sql in reads)
