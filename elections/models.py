@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
-from django.db import models
+from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -69,6 +69,11 @@ class Election(models.Model):
     def status(self) -> str:
         return self.status_at(timezone.now())
 
+    def save(self, *args, **kwargs):
+        # post_save marks the election dirty when its window moves: commit both together.
+        with transaction.atomic():
+            super().save(*args, **kwargs)
+
     def clean(self):
         if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
             raise ValidationError({"ends_at": "The voting window must end after it starts."})
@@ -114,7 +119,9 @@ class Constituency(models.Model):
             kwargs["update_fields"] = [
                 f.name for f in self._meta.concrete_fields if f.editable and not f.primary_key
             ]
-        super().save(*args, **kwargs)
+        # post_save marks buckets dirty: the mark must commit with the row, even in autocommit.
+        with transaction.atomic():
+            super().save(*args, **kwargs)
 
 
 class TransactionKind(models.TextChoices):
@@ -171,4 +178,6 @@ class Transaction(models.Model):
         update_fields = kwargs.get("update_fields")
         if update_fields is not None and "timestamp" in update_fields:
             kwargs["update_fields"] = {*update_fields, "hour"}
-        super().save(*args, **kwargs)
+        # post_save writes the dirty mark: it must commit with the row, even in autocommit.
+        with transaction.atomic():
+            super().save(*args, **kwargs)
