@@ -202,13 +202,13 @@ def _insert_ignoring_duplicates(values: list[tuple]) -> list[str]:
         return _insert_ignoring_duplicates_copy(values)
     table = connection.ops.quote_name(Transaction._meta.db_table)
     columns = ", ".join(connection.ops.quote_name(c) for c in _COLUMNS)
-    adapt = _adapter()
+    adapt = _row_adapter()
     created: list[str] = []
     with connection.cursor() as cursor:
         for start in range(0, len(values), INSERT_BATCH):
             chunk = values[start : start + INSERT_BATCH]
             placeholders = ", ".join(["(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"] * len(chunk))
-            params = [adapt(value) for row in chunk for value in row]
+            params = [value for row in chunk for value in adapt(row)]
             cursor.execute(
                 f"INSERT INTO {table} ({columns}) VALUES {placeholders} "
                 f"ON CONFLICT (tx_hash) DO NOTHING RETURNING tx_hash",
@@ -255,18 +255,32 @@ def _insert_ignoring_duplicates_copy(values: list[tuple]) -> list[str]:
         return [row[0] for row in cursor.fetchall()]
 
 
-def _adapter() -> Callable:
-    """Raw SQL bypasses field adaptation: SQLite stores datetimes as naive UTC text."""
-    if connection.vendor == "sqlite":
-        utc = zone("UTC")
+def _row_adapter() -> Callable[[tuple], tuple]:
+    """Raw SQL bypasses field adaptation: SQLite stores datetimes as naive UTC text.
 
-        def adapt(value):
-            if isinstance(value, datetime):
-                return value.astimezone(utc).replace(tzinfo=None).isoformat(" ")
-            return value
+    Rows of one batch share their hour buckets, their received_at and often their
+    timestamps, so each distinct datetime is converted once.
+    """
+    if connection.vendor != "sqlite":
+        return lambda row: row
+    utc = zone("UTC")
+    texts: dict[datetime, str] = {}
 
-        return adapt
-    return lambda value: value
+    def text(value: datetime) -> str:
+        if value.fold:
+            # Subtle: within one zone, datetimes compare and hash ignoring fold, so the second
+            # of two ambiguous wall times would find the first's text; never cache those.
+            return value.astimezone(utc).replace(tzinfo=None).isoformat(" ")
+        found = texts.get(value)
+        if found is None:
+            found = texts[value] = value.astimezone(utc).replace(tzinfo=None).isoformat(" ")
+        return found
+
+    def adapt(row: tuple) -> tuple:
+        tx_hash, election_id, constituency_id, kind, timestamp, hour, block_number, received_at = row
+        return (tx_hash, election_id, constituency_id, kind, text(timestamp), text(hour), block_number, text(received_at))
+
+    return adapt
 
 
 def constituency_lookup_by_id(ids: Iterable) -> Callable:

@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from elections.importers import DEFAULT_BATCH_SIZE, FORMATS, ImportFileError, transactions_import
+from elections.management.commands._bulk import sql_log_off
 from elections.models import Election
 
 
@@ -53,14 +54,15 @@ class Command(BaseCommand):
             bar.update(position - bar.n)
 
         try:
-            report = transactions_import(
-                path=options["file"],
-                election=election,
-                fmt=options["format"],
-                batch_size=options["batch_size"],
-                on_rejected=on_rejected,
-                on_progress=on_progress,
-            )
+            with sql_log_off():
+                report = transactions_import(
+                    path=options["file"],
+                    election=election,
+                    fmt=options["format"],
+                    batch_size=options["batch_size"],
+                    on_rejected=on_rejected,
+                    on_progress=on_progress,
+                )
         except ImportFileError as error:
             raise CommandError(str(error)) from None
         finally:
