@@ -233,6 +233,17 @@ class TransactionAdmin(LargeTableAdmin):
     def election_code(self, obj: Transaction) -> str:
         return obj.election.code
 
+    # Above this many, the delete confirmation shows a count instead of every transaction.
+    list_deletion_limit = 100
+
+    def get_deleted_objects(self, objs, request):
+        # "Select all" on a list of millions must not render millions of lines.
+        count = len(objs) if isinstance(objs, list) else objs.count()
+        if count <= self.list_deletion_limit:
+            return super().get_deleted_objects(objs, request)
+        perms_needed = set() if request.user.has_perm("elections.delete_transaction") else {"transaction"}
+        return [f"{count} transactions"], {"transactions": count}, perms_needed, []
+
     def delete_model(self, request, obj):
         transactions_delete(queryset=Transaction.objects.filter(pk=obj.pk))
 

@@ -368,6 +368,23 @@ def test_deleting_selected_transactions_marks_their_buckets_and_updates_the_metr
     assert not DirtyBucket.objects.exists()
 
 
+def test_deleting_all_of_a_long_list_confirms_with_a_count(admin_client, constituencies, monkeypatch):
+    from elections.admin import TransactionAdmin
+
+    monkeypatch.setattr(TransactionAdmin, "list_deletion_limit", 5)
+    made = transactions(constituencies, 12)
+
+    confirm = admin_client.post(
+        TX_LIST, {"action": "delete_selected", "select_across": "1", "index": "0", "_selected_action": [made[0].id]}
+    )
+
+    body = confirm.content.decode()
+    assert confirm.status_code == 200
+    assert "12 transactions" in body
+    assert made[3].tx_hash not in body
+    assert Transaction.objects.count() == 12  # only confirmed, not yet deleted
+
+
 def test_deleting_one_transaction_goes_through_the_ingest_service(admin_client, constituencies):
     tx = transactions(constituencies, 1)[0]
     DirtyBucket.objects.all().delete()
