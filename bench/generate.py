@@ -322,6 +322,9 @@ def election_generate(shape: ElectionShape, *, compute_metrics: bool = True, pro
         started = time.perf_counter()
         election_recompute(election_id=election.id)
         result["metrics_seconds"] = time.perf_counter() - started
+        with connection.cursor() as cursor:  # as autovacuum would, soon after
+            cursor.execute("ANALYZE metrics_hourlystats")
+            cursor.execute("ANALYZE metrics_anomaly")
     return result
 
 
