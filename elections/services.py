@@ -2,7 +2,7 @@
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone as dt_timezone
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -264,9 +264,12 @@ def _row_adapter() -> Callable[[tuple], tuple]:
     if connection.vendor != "sqlite":
         return lambda row: row
     utc = zone("UTC")
+    fixed_utc = dt_timezone.utc
     texts: dict[datetime, str] = {}
 
     def text(value: datetime) -> str:
+        if value.tzinfo is fixed_utc:  # parsed '...Z' / '+00:00', and every hour bucket
+            return value.isoformat(" ")[:-6]  # without the '+00:00'
         if value.fold:
             # Subtle: within one zone, datetimes compare and hash ignoring fold, so the second
             # of two ambiguous wall times would find the first's text; never cache those.
