@@ -6,7 +6,8 @@ the buckets of what it deletes, and the sweep repairs any other deletion.
 """
 
 from django.db import transaction
-from django.db.models.signals import post_save, pre_save
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 
 from elections.models import Constituency, Election, Transaction
@@ -71,3 +72,21 @@ def election_saved(sender, instance, created, raw=False, **kwargs):
         return
     pipeline.buckets_mark_dirty(election_id=instance.id, buckets={(None, None)})
     pipeline.flush_request_on_commit(instance.id)
+
+
+@receiver(post_delete, sender=Constituency)
+def constituency_deleted(sender, instance, **kwargs):
+    """A peer left: the spikes of every hour it had data in must be re-judged for the others.
+
+    Marked after commit, and only if the election survived (deleting an election cascades
+    here for each of its constituencies, and there is nothing left to recompute then).
+    """
+    election_id = instance.election_id
+
+    def mark_election():
+        with transaction.atomic():
+            if Election.objects.filter(pk=election_id).exists():
+                pipeline.buckets_mark_dirty(election_id=election_id, buckets={(None, None)})
+                pipeline.flush_request_on_commit(election_id)
+
+    transaction.on_commit(mark_election, robust=True)

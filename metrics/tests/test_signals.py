@@ -9,7 +9,7 @@ from django.db import transaction
 from elections.models import Transaction, TransactionKind
 from elections.services import TransactionRow, transactions_delete, transactions_ingest
 from elections.tests.factories import VOTING_STARTS, TransactionFactory
-from metrics.models import DirtyBucket, HourlyStats
+from metrics.models import Anomaly, AnomalyKind, DirtyBucket, HourlyStats
 
 
 def marked(election) -> set:
@@ -140,3 +140,37 @@ def test_raw_loaddata_saves_mark_nothing(election, constituencies):
     for obj in serializers.deserialize("json", data):
         obj.save()
     assert marked(election) == set()
+
+
+def test_deleting_a_constituency_rejudges_its_peers_spikes(
+    election, constituencies, django_capture_on_commit_callbacks, stats_match
+):
+    hour = VOTING_STARTS + timedelta(hours=2, minutes=10)
+    rows = [TransactionRow(f"spike-{i}", election.id, constituencies[0].id, TransactionKind.VOTE_CAST, hour, None) for i in range(50)]
+    rows += [
+        TransactionRow(f"quiet-{c.id}", election.id, c.id, TransactionKind.VOTE_CAST, hour, None) for c in constituencies[1:5]
+    ]
+    with django_capture_on_commit_callbacks(execute=True):
+        transactions_ingest(rows=rows)
+    spiking = constituencies[0]
+    spiking.refresh_from_db()
+    assert spiking.total_anomalies >= 1
+    assert Anomaly.objects.filter(constituency=spiking, kind=AnomalyKind.VELOCITY_SPIKE).count() == 1
+
+    with django_capture_on_commit_callbacks(execute=True):
+        constituencies[1].delete()  # four peers left: too few to judge a spike
+
+    assert not Anomaly.objects.filter(kind=AnomalyKind.VELOCITY_SPIKE).exists()
+    spiking.refresh_from_db()
+    assert spiking.total_anomalies == Anomaly.objects.filter(constituency=spiking).count()
+    assert marked(election) == set()
+    stats_match(election)
+
+
+def test_deleting_an_election_marks_nothing(election, constituencies, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        TransactionFactory(constituency=constituencies[0])
+    election_id = election.id
+    with django_capture_on_commit_callbacks(execute=True):
+        election.delete()
+    assert not DirtyBucket.objects.filter(election_id=election_id).exists()
