@@ -146,7 +146,9 @@ class AnomalySerializer(serializers.Serializer):
 
 
 class HourlyActivitySerializer(serializers.Serializer):
-    hour_of_day = serializers.IntegerField(min_value=0, max_value=23, help_text="Local hour in the election's timezone.")
+    hour_of_day = serializers.IntegerField(
+        min_value=0, max_value=23, help_text="Local hour in the election's timezone."
+    )
     bulletins_issued = serializers.IntegerField()
     votes_cast = serializers.IntegerField()
     transaction_count = serializers.IntegerField()

@@ -67,7 +67,8 @@ def test_a_fall_back_night_has_two_local_two_oclock_buckets(api_client):
     ingest_and_recompute(seeded.election.id, [(f"fold-{i}", member.id, "vote_cast", ts) for i, ts in enumerate(fold)])
     url = reverse("hourly-stats-constituency", kwargs={"constituency_id": member.id})
     # Local 02:00 CEST (+02:00) to local 03:00 CET (+01:00): two hours of wall clock "02".
-    rows = all_pages(api_client, url, {"start_time": "2024-10-27T02:00:00+02:00", "end_time": "2024-10-27T03:00:00+01:00"})
+    local_two_oclock = {"start_time": "2024-10-27T02:00:00+02:00", "end_time": "2024-10-27T03:00:00+01:00"}
+    rows = all_pages(api_client, url, local_two_oclock)
     hours = [as_utc(r["hour"]) for r in rows]
     assert hours == [datetime(2024, 10, 27, 0, tzinfo=UTC), datetime(2024, 10, 27, 1, tzinfo=UTC)]
     assert [h.astimezone(seeded.election.tz).hour for h in hours] == [2, 2]

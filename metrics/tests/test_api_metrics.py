@@ -16,6 +16,8 @@ from metrics.tests.test_selectors import ZONES, as_utc, ingest_and_recompute, se
 
 pytestmark = pytest.mark.django_db
 
+SUMMED = ("registered_voters", "total_bulletins_issued", "total_votes_cast", "total_transactions", "total_anomalies")
+
 
 @pytest.fixture(params=sorted(ZONES))
 def seeded(request):
@@ -87,7 +89,11 @@ def test_time_period_range_is_given_in_local_offsets(api_client, seeded, period)
     hours = sorted({h for _, h in seeded.expected["hourly"]})
     start, end = hours[len(hours) // 4], hours[3 * len(hours) // 4]
     member = seeded.constituencies[1]
-    params = {"period": period, "start_time": start.astimezone(tz).isoformat(), "end_time": end.astimezone(tz).isoformat()}
+    params = {
+        "period": period,
+        "start_time": start.astimezone(tz).isoformat(),
+        "end_time": end.astimezone(tz).isoformat(),
+    }
     body = get_ok(api_client, "constituency-time-period", params, constituency_id=member.id)
     want = seeded.rollup(member.id, period, start, end)
     assert want
@@ -148,7 +154,7 @@ def test_dashboards_sum_over_every_election(api_client):
     elections = [first.expected["election"], second.expected["election"]]
     summary = get_ok(api_client, "dashboard-summary")
     assert (summary["elections"], summary["active_elections"], summary["constituencies"]) == (2, 0, 12)
-    for name in ("registered_voters", "total_bulletins_issued", "total_votes_cast", "total_transactions", "total_anomalies"):
+    for name in SUMMED:
         assert summary[name] == sum(e[name] for e in elections), name
     votes = sum(e["total_votes_cast"] for e in elections)
     assert summary["participation_rate"] == pytest.approx(100.0 * votes / summary["registered_voters"])
@@ -284,7 +290,7 @@ def test_read_query_count_does_not_grow_with_the_election(api_client):
     small = seeded_election(tz="Europe/Moscow", constituencies=3, seed=7)
     large = seeded_election(tz="Europe/Moscow", constituencies=30, seed=8)
     counts = {
-        name: (count_queries(api_client, small, name, kwargs, params), count_queries(api_client, large, name, kwargs, params))
+        name: tuple(count_queries(api_client, seeded, name, kwargs, params) for seeded in (small, large))
         for name, kwargs, params in READS
     }
     assert all(few == many <= QUERY_BUDGET for few, many in counts.values()), counts

@@ -233,7 +233,8 @@ def test_with_redis_down_every_read_answers_from_the_database(api_client, redis_
         assert response.status_code == 200, (name, response.content)
     body = api_client.get(reverse("election-metrics", kwargs=ids["E"])).json()
     want = seeded.expected["election"]
-    assert (body["total_votes_cast"], body["total_transactions"]) == (want["total_votes_cast"], want["total_transactions"])
+    assert body["total_votes_cast"] == want["total_votes_cast"]
+    assert body["total_transactions"] == want["total_transactions"]
     assert body["participation_rate"] == pytest.approx(want["participation_rate"])
     constituency = api_client.get(reverse("constituency-metrics", kwargs=ids["C"])).json()
     assert constituency["hourly_activity"] == seeded.expected["constituencies"][member.id]["hourly_activity"]

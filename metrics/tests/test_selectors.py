@@ -147,6 +147,8 @@ def as_utc(value) -> datetime:
 
 pytestmark = pytest.mark.django_db
 
+SUMMED = ("registered_voters", "total_bulletins_issued", "total_votes_cast", "total_transactions", "total_anomalies")
+
 
 @pytest.fixture(params=sorted(ZONES))
 def seeded(request) -> Seeded:
@@ -227,7 +229,8 @@ def test_day_buckets_follow_the_local_calendar(seeded):
 def test_fall_back_day_is_25_hours_long():
     seeded = seeded_election(tz="Europe/Berlin")
     body, _ = selectors.constituency_time_period(constituency_id=seeded.constituencies[0].id, period="day")
-    lengths = {b["start"].astimezone(seeded.election.tz).date().isoformat(): b["end"] - b["start"] for b in body["buckets"]}
+    tz = seeded.election.tz
+    lengths = {b["start"].astimezone(tz).date().isoformat(): b["end"] - b["start"] for b in body["buckets"]}
     assert lengths["2024-10-27"] == timedelta(hours=25)
     assert lengths["2024-10-28"] == timedelta(hours=24)
 
@@ -276,7 +279,7 @@ def test_dashboard_sums_every_election_and_ranks_anomalous_constituencies():
     elections = [first.expected["election"], second.expected["election"]]
     assert summary["elections"] == 2
     assert summary["constituencies"] == 12
-    for name in ("registered_voters", "total_bulletins_issued", "total_votes_cast", "total_transactions", "total_anomalies"):
+    for name in SUMMED:
         assert summary[name] == sum(e[name] for e in elections), name
     votes = sum(e["total_votes_cast"] for e in elections)
     assert summary["participation_rate"] == pytest.approx(100.0 * votes / summary["registered_voters"])
