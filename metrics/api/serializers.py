@@ -232,7 +232,7 @@ class DashboardDetailedSerializer(serializers.Serializer):
     top_anomalous_constituencies = ConstituencyMetricsSerializer(
         many=True, help_text="Up to 10 with the highest anomaly score above 0, ties by id."
     )
-    recent_anomalies = AnomalySerializer(many=True, help_text="The latest by hour.")
+    recent_anomalies = AnomalySerializer(many=True, help_text="The 20 latest by hour.")
     computed_at = serializers.DateTimeField()
 
 
