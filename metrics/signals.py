@@ -6,7 +6,6 @@ the buckets of what it deletes, and the sweep repairs any other deletion.
 """
 
 from django.db import transaction
-from django.db import transaction
 from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 
@@ -88,5 +87,14 @@ def constituency_deleted(sender, instance, **kwargs):
             if Election.objects.filter(pk=election_id).exists():
                 pipeline.buckets_mark_dirty(election_id=election_id, buckets={(None, None)})
                 pipeline.flush_request_on_commit(election_id)
+            else:
+                metrics_cache.invalidate_election(election_id)
 
     transaction.on_commit(mark_election, robust=True)
+
+
+@receiver(post_delete, sender=Election)
+def election_deleted(sender, instance, **kwargs):
+    """Cached reads of a deleted election (and the dashboards counting it) must go."""
+    election_id = instance.id
+    transaction.on_commit(lambda: metrics_cache.invalidate_election(election_id), robust=True)

@@ -174,3 +174,14 @@ def test_deleting_an_election_marks_nothing(election, constituencies, django_cap
     with django_capture_on_commit_callbacks(execute=True):
         election.delete()
     assert not DirtyBucket.objects.filter(election_id=election_id).exists()
+
+
+def test_deleting_an_election_drops_it_from_cached_dashboards(
+    election, constituencies, api_client, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        TransactionFactory(constituency=constituencies[0])
+    assert api_client.get("/api/metrics/dashboard/summary/").json()["elections"] == 1
+    with django_capture_on_commit_callbacks(execute=True):
+        election.delete()
+    assert api_client.get("/api/metrics/dashboard/summary/").json()["elections"] == 0
