@@ -185,3 +185,10 @@ def test_deleting_an_election_drops_it_from_cached_dashboards(
     with django_capture_on_commit_callbacks(execute=True):
         election.delete()
     assert api_client.get("/api/metrics/dashboard/summary/").json()["elections"] == 0
+
+
+def test_deleting_an_empty_election_drops_it_from_cached_dashboards(election, api_client, django_capture_on_commit_callbacks):
+    assert api_client.get("/api/metrics/dashboard/summary/").json()["elections"] == 1
+    with django_capture_on_commit_callbacks(execute=True):
+        election.delete()
+    assert api_client.get("/api/metrics/dashboard/summary/").json()["elections"] == 0
