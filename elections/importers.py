@@ -15,14 +15,21 @@ import json
 import logging
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from django.db import transaction
+from django.db import connection, connections, transaction
 
 from elections.models import Constituency, Election, Transaction
-from elections.services import RowError, TransactionRow, transaction_row_parse, transactions_ingest
+from elections.services import (
+    IngestResult,
+    RowError,
+    TransactionRow,
+    transaction_row_parse,
+    transactions_ingest,
+)
 from elections.signals import buckets_changed
 
 logger = logging.getLogger(__name__)
@@ -242,16 +249,13 @@ def transactions_import(
         else:
             records = _jsonl_records(source)
 
-        rows: list[TransactionRow] = []
-
-        def store() -> None:
-            result = transactions_ingest(rows=rows, defer_flush=True)
+        def stored(result: IngestResult) -> None:
             report.created += result.created
             report.duplicates += result.duplicates
-            rows.clear()
-            if on_progress:
-                on_progress(source.position(), source.size)
 
+        writer = _BatchWriter(on_stored=stored)
+        rows: list[TransactionRow] = []
+        failed = True
         try:
             for line, record in records:
                 report.read += 1
@@ -271,15 +275,65 @@ def transactions_import(
                     on_rejected(line, printable(error.reason if isinstance(error, _BadLine) else str(error)))
                     continue
                 if len(rows) >= batch_size:
-                    store()
+                    writer.submit(rows)
+                    rows = []
+                    if on_progress:
+                        on_progress(source.position(), source.size)
             if rows:
-                store()
+                writer.submit(rows)
+            failed = False
         finally:
+            writer.close(raise_errors=not failed)
             if report.created:
                 _flush_request_soft(election_id=election.id)
     if on_progress:
         on_progress(source.size, source.size)
     return report
+
+
+class _BatchWriter:
+    """Stores batches with transactions_ingest, one database transaction each.
+
+    On PostgreSQL a background thread stores a batch while the next one is parsed, so the
+    database and the parser work at the same time (the machine has more than one core).
+    Subtle: the thread has its own connection, which cannot see a transaction the caller
+    has open; the overlap is used only when the caller is in autocommit (a command run),
+    otherwise (a test's transaction, an outer atomic block) batches are stored inline.
+    At most one batch is in flight, so memory stays at about two batches.
+    """
+
+    def __init__(self, *, on_stored: Callable[[IngestResult], None]):
+        self.on_stored = on_stored
+        overlap = connection.vendor == "postgresql" and not connection.in_atomic_block
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-ingest") if overlap else None
+        self.pending: Future | None = None
+
+    def submit(self, rows: list[TransactionRow]) -> None:
+        if self.pool is None:
+            self.on_stored(transactions_ingest(rows=rows, defer_flush=True))
+            return
+        self._wait()
+        self.pending = self.pool.submit(transactions_ingest, rows=rows, defer_flush=True)
+
+    def _wait(self) -> None:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            self.on_stored(pending.result())
+
+    def close(self, *, raise_errors: bool) -> None:
+        """Wait for the batch in flight (its counts matter to the flush) and close the
+        thread's connection. When the import already failed, the original error wins."""
+        if self.pool is None:
+            return
+        try:
+            self._wait()
+        except Exception:
+            if raise_errors:
+                raise
+            logger.warning("a batch in flight failed while the import was stopping", exc_info=True)
+        finally:
+            self.pool.submit(connections.close_all).result()
+            self.pool.shutdown()
 
 
 def metrics_flush_request(*, election_id: int) -> None:

@@ -320,3 +320,49 @@ def test_a_corrupt_gzip_stream_stops_the_import_keeping_the_stored_batches_and_t
     # The batches that made it are flushed all the same.
     assert not DirtyBucket.objects.exists()
     assert sum(HourlyStats.objects.values_list("votes_cast", flat=True)) == stored
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_command_run_outside_any_transaction_stores_batches_while_parsing_and_flushes_once(tmp_path):
+    # In autocommit, as in a real command run, PostgreSQL stores each batch on a second
+    # connection while the next is parsed; the result must be the same as inline.
+    election = ElectionFactory(code="autocommit-election")
+    constituencies = ConstituencyFactory.create_batch(4, election=election, registered_voters=5000)
+    lines = [HEADER] + [
+        f"a{i:05d},{constituencies[i % 4].code},{'vote_cast' if i % 2 else 'bulletin_issued'},"
+        f"2024-09-06T{5 + i % 9:02d}:{i % 60:02d}:00Z,{i}"
+        for i in range(2500)
+    ] + [f"a00001,{constituencies[0].code},vote_cast,2024-09-06T05:00:00Z,", "bad,line"]
+    out, err = _import(_write(tmp_path / "tx.csv", "\n".join(lines) + "\n"), "--batch-size", "300", election=election.code)
+
+    assert "read 2502, created 2500, duplicates 1, rejected 1" in out
+    assert Transaction.objects.filter(election=election).count() == 2500
+    assert not DirtyBucket.objects.exists()
+    assert sum(HourlyStats.objects.filter(election=election).values_list("transaction_count", flat=True)) == 2500
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_error_in_a_batch_stops_the_import_and_keeps_the_batches_before_it(tmp_path, monkeypatch):
+    from django.db import OperationalError
+
+    from elections import importers
+
+    election = ElectionFactory(code="fault-election")
+    constituency = ConstituencyFactory(election=election, registered_voters=5000)
+    real_ingest, calls = importers.transactions_ingest, []
+
+    def failing_third_batch(**kwargs):
+        calls.append(len(kwargs["rows"]))
+        if len(calls) == 3:
+            raise OperationalError("simulated: the database went away")
+        return real_ingest(**kwargs)
+
+    monkeypatch.setattr(importers, "transactions_ingest", failing_third_batch)
+    lines = [HEADER] + [f"f{i:04d},{constituency.code},vote_cast,2024-09-06T05:{i % 60:02d}:00Z," for i in range(1000)]
+    with pytest.raises(OperationalError, match="simulated"):
+        _import(_write(tmp_path / "tx.csv", "\n".join(lines) + "\n"), "--batch-size", "100", election=election.code)
+
+    # The two batches stored before the fault are kept, and flushed.
+    assert Transaction.objects.filter(election=election).count() == 200
+    assert not DirtyBucket.objects.exists()
+    assert HourlyStats.objects.get(election=election).votes_cast == 200
