@@ -18,6 +18,12 @@ def _isolated_cache(settings):
 
 
 @pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """Test users need passwords only to exist; the production hasher costs ~0.3 s each."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def _eager_celery_unless_worker(request):
     """Tests run Celery tasks in-process (the embedded default's path) unless marked
     ``worker``, in which case they publish to the real broker for a real worker."""

@@ -161,8 +161,10 @@ class Transaction(models.Model):
     @classmethod
     def from_db(cls, db, field_names, values):
         instance = super().from_db(db, field_names, values)
-        # Remembered so that moving a transaction to another bucket marks the old one dirty too.
+        # Remembered so that moving a transaction to another bucket marks the old one dirty
+        # too, and so that it cannot silently move to another election.
         instance.loaded_bucket = (instance.__dict__.get("constituency_id"), instance.__dict__.get("hour"))
+        instance.loaded_election_id = instance.__dict__.get("election_id")
         return instance
 
     def save(self, *args, **kwargs):
@@ -172,6 +174,10 @@ class Transaction(models.Model):
             self.election_id = self.constituency.election_id
         if self.constituency.election_id != self.election_id:
             raise ValidationError({"constituency": "The constituency belongs to another election."})
+        loaded_election_id = getattr(self, "loaded_election_id", None)
+        if loaded_election_id is not None and loaded_election_id != self.election_id:
+            # The old election's stats would keep counting it: delete and re-ingest instead.
+            raise ValidationError({"election": "A stored transaction cannot move to another election."})
         if timezone.is_naive(self.timestamp):
             raise ValidationError({"timestamp": "The timestamp must carry a UTC offset."})
         self.hour = hour_bucket(self.timestamp, self.election.tz)

@@ -210,6 +210,19 @@ def test_save_refuses_a_constituency_of_another_election(constituencies):
     assert not DirtyBucket.objects.exists()
 
 
+def test_save_refuses_moving_a_stored_transaction_to_another_election(constituencies):
+    stored = TransactionFactory(constituency=constituencies[0])
+    elsewhere = ConstituencyFactory(election=ElectionFactory())
+    loaded = Transaction.objects.get(pk=stored.pk)
+    loaded.constituency, loaded.election = elsewhere, elsewhere.election
+
+    with pytest.raises(ValidationError) as error:
+        loaded.save()
+
+    assert "election" in error.value.message_dict
+    assert Transaction.objects.get(pk=stored.pk).constituency_id == constituencies[0].id
+
+
 def test_save_refuses_a_naive_timestamp(constituencies):
     with pytest.raises(ValidationError) as error:
         TransactionFactory(constituency=constituencies[0], timestamp=datetime(2024, 9, 6, 10, 0))  # noqa: DTZ001
