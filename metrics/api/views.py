@@ -44,6 +44,11 @@ from metrics.cache import CachedRead
 
 logger = logging.getLogger(__name__)
 
+# Serialized cached values by (serializer, ETag), per process; cleared when full (a version bump
+# makes the old ETags unreachable, so nothing here is ever stale, only unused).
+REPRESENTATIONS_MAX = 512
+_REPRESENTATIONS: dict[tuple, object] = {}
+
 ID_SCHEMA = {"type": "integer", "minimum": 1, "maximum": selectors.ID_MAX}
 ELECTION_ID = OpenApiParameter("election_id", ID_SCHEMA, OpenApiParameter.PATH, description="Election id.")
 CONSTITUENCY_ID = OpenApiParameter(
@@ -96,6 +101,20 @@ class ReadView(APIView):
         response["Cache-Control"] = "private, no-cache"
         return response
 
+    def represent(self, cached: CachedRead, serializer_class) -> Response:
+        """The serialized form of a cached value, serialized once per process: the value's
+        ETag names exactly one computation, so its representation never changes. Serializing
+        on every hit was most of a cached read's cost (bench, issue 6: 15 ms of the election
+        metrics' 15.4 ms in-process became 6 ms)."""
+        key = (serializer_class, cached.etag)
+        data = _REPRESENTATIONS.get(key)
+        if data is None:
+            data = serializer_class(cached.value).data
+            if len(_REPRESENTATIONS) >= REPRESENTATIONS_MAX:
+                _REPRESENTATIONS.clear()
+            _REPRESENTATIONS[key] = data
+        return Response(data)
+
     def paginated(self, rows, serializer_class):
         page = self.paginator.paginate_queryset(rows, self.request, view=self)
         return self.paginator.get_paginated_response(serializer_class(page, many=True).data)
@@ -143,7 +162,7 @@ class ConstituencyMetricsView(ReadView):
     )
     def get(self, request, constituency_id):
         cached = selectors.constituency_metrics_get(**self.path(ConstituencyPathSerializer))
-        return self.conditional(cached, lambda: Response(ConstituencyMetricsDetailSerializer(cached.value).data))
+        return self.conditional(cached, lambda: self.represent(cached, ConstituencyMetricsDetailSerializer))
 
 
 class ConstituencyTimePeriodView(ReadView):
@@ -157,7 +176,7 @@ class ConstituencyTimePeriodView(ReadView):
     def get(self, request, constituency_id):
         path = self.path(ConstituencyPathSerializer)
         cached = selectors.constituency_time_period_get(**path, **self.params(TimePeriodFilterSerializer))
-        return self.conditional(cached, lambda: Response(TimePeriodSerializer(cached.value).data))
+        return self.conditional(cached, lambda: self.represent(cached, TimePeriodSerializer))
 
 
 # --- election metrics -------------------------------------------------------------------------------
@@ -173,7 +192,7 @@ class ElectionMetricsView(ReadView):
     )
     def get(self, request, election_id):
         cached = selectors.election_metrics_get(**self.path(ElectionPathSerializer))
-        return self.conditional(cached, lambda: Response(ElectionMetricsSerializer(cached.value).data))
+        return self.conditional(cached, lambda: self.represent(cached, ElectionMetricsSerializer))
 
 
 class ElectionConstituenciesView(ReadView):
@@ -200,7 +219,7 @@ class DashboardSummaryView(ReadView):
     @extend_schema(responses={200: DashboardSummarySerializer, 304: NOT_MODIFIED, **ERRORS})
     def get(self, request):
         cached = selectors.dashboard_summary_get()
-        return self.conditional(cached, lambda: Response(DashboardSummarySerializer(cached.value).data))
+        return self.conditional(cached, lambda: self.represent(cached, DashboardSummarySerializer))
 
 
 class DashboardDetailedView(ReadView):
@@ -210,7 +229,7 @@ class DashboardDetailedView(ReadView):
     @extend_schema(responses={200: DashboardDetailedSerializer, 304: NOT_MODIFIED, **ERRORS})
     def get(self, request):
         cached = selectors.dashboard_detailed_get()
-        return self.conditional(cached, lambda: Response(DashboardDetailedSerializer(cached.value).data))
+        return self.conditional(cached, lambda: self.represent(cached, DashboardDetailedSerializer))
 
 
 class AnomalyListView(ReadView):
