@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
@@ -43,7 +43,19 @@ FLUSH_TIME_BUDGET = 20.0  # seconds one flush task works before handing over to 
 
 def buckets_mark_dirty(*, election_id: int, buckets: Iterable[tuple[int | None, datetime | None]]) -> int:
     """Durably record that these buckets need a recompute. Call inside the writing transaction."""
-    marks = [DirtyBucket(election_id=election_id, constituency_id=c, hour=h) for c, h in set(buckets)]
+    buckets = set(buckets)
+    if connection.vendor == "postgresql" and buckets:
+        # One statement from two arrays: a 10,000-item API list marks up to one bucket per
+        # constituency, and building and binding thousands of model rows was a sixth of the
+        # request (2,000 marks: 159 ms with bulk_create, 42 ms this way; bench, issue 6).
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO metrics_dirtybucket (election_id, constituency_id, hour, created_at) "
+                "SELECT %s, m.c, m.h, %s FROM unnest(%s::bigint[], %s::timestamptz[]) AS m(c, h)",
+                [election_id, timezone.now(), [c for c, _ in buckets], [h for _, h in buckets]],
+            )
+        return len(buckets)
+    marks = [DirtyBucket(election_id=election_id, constituency_id=c, hour=h) for c, h in buckets]
     DirtyBucket.objects.bulk_create(marks, batch_size=2000)
     return len(marks)
 
