@@ -252,21 +252,44 @@ def test_manual_recompute_within_a_range_leaves_other_hours_alone(election, cons
 
 
 @pytest.mark.django_db(transaction=True)
-def test_sweep_repairs_a_transaction_stored_without_its_mark(live_election, monkeypatch, stats_match):
-    """In autocommit, Model.save commits the row before post_save runs: a crash in between
-    leaves a transaction with no dirty mark. The sweep's recount is the safety net."""
+def test_a_crash_before_the_mark_stores_nothing(live_election, monkeypatch):
+    """Transaction.save commits the row and its dirty mark together, even in autocommit:
+    a process dying between the two leaves neither."""
     from elections.tests.factories import TransactionFactory
 
     constituency = live_election.constituencies.first()
 
-    def crash(**kwargs):  # the process dies between the two commits
+    def crash(**kwargs):  # the process dies between the row and its mark
         raise RuntimeError("killed")
 
     with monkeypatch.context() as patch:
         patch.setattr(pipeline, "buckets_mark_dirty", crash)
         with pytest.raises(RuntimeError):
             TransactionFactory(constituency=constituency, timestamp=timezone.now() - timedelta(hours=3))
-    assert live_election.transactions.count() == 1
+    assert live_election.transactions.count() == 0
+    assert marks(live_election) == 0
+
+
+def test_sweep_repairs_a_transaction_stored_without_its_mark(live_election, stats_match):
+    """A write that bypasses every door (raw bulk_create, a QuerySet.update, a manual SQL fix)
+    leaves no mark; the sweep's recount is the safety net."""
+    from elections.models import Transaction, TransactionKind
+    from elections.timebuckets import hour_bucket
+
+    constituency = live_election.constituencies.first()
+    timestamp = timezone.now() - timedelta(hours=3)
+    Transaction.objects.bulk_create(
+        [
+            Transaction(
+                tx_hash="0xbypass",
+                election=live_election,
+                constituency=constituency,
+                kind=TransactionKind.VOTE_CAST,
+                timestamp=timestamp,
+                hour=hour_bucket(timestamp, live_election.tz),
+            )
+        ]
+    )
     assert marks(live_election) == 0 and not HourlyStats.objects.exists()
 
     (report,) = pipeline.active_elections_sweep()
