@@ -30,7 +30,7 @@ from elections.services import (
     transaction_row_parse,
     transactions_ingest,
 )
-from elections.signals import buckets_changed
+from elections.signals import buckets_changed, constituencies_changed
 
 logger = logging.getLogger(__name__)
 
@@ -435,6 +435,8 @@ def constituencies_import(*, path: Path, election: Election, on_rejected: OnReje
                 changed.append(current)
         Constituency.objects.bulk_create(new, batch_size=1000)
         Constituency.objects.bulk_update(changed, ["name", "registered_voters"], batch_size=1000)
+        if new or changed:
+            constituencies_changed.send(sender=Constituency, election_id=election.id)
         if revoted:
             buckets_changed.send(
                 sender=Constituency,

@@ -6,3 +6,8 @@ from django.dispatch import Signal
 # (True while a long import is still running). The metrics app listens: this is the single
 # seam through which every ingest path tells the metrics pipeline what changed.
 buckets_changed = Signal()
+
+# Sent inside the database transaction that added or renamed constituencies in bulk
+# (bulk_create/bulk_update send no post_save), with ``election_id``: the election's figures
+# computed on read (constituency count, registered voters) changed without any recompute.
+constituencies_changed = Signal()

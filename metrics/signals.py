@@ -10,7 +10,7 @@ from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 
 from elections.models import Constituency, Election, Transaction
-from elections.signals import buckets_changed
+from elections.signals import buckets_changed, constituencies_changed
 from metrics import pipeline
 from metrics.cache import metrics_cache
 
@@ -22,6 +22,11 @@ def mark_changed_buckets(sender, *, election_id, buckets, defer_flush=False, **k
         pipeline.buckets_mark_dirty(election_id=election_id, buckets=buckets)
     if not defer_flush:
         pipeline.flush_request_on_commit(election_id)
+
+
+@receiver(constituencies_changed)
+def drop_cached_reads(sender, *, election_id, **kwargs):
+    transaction.on_commit(lambda: metrics_cache.invalidate_election(election_id), robust=True)
 
 
 @receiver(post_save, sender=Transaction)

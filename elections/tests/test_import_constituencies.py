@@ -116,3 +116,18 @@ def test_strict_exits_non_zero_when_a_line_is_rejected(tmp_path, election):
     with pytest.raises(CommandError, match="1 line"):
         _import(path, "--strict")
     assert _stored(election) == {("A1", "Arbat", 10)}
+
+
+def test_imported_constituencies_show_in_cached_election_metrics_at_once(
+    tmp_path, election, api_client, django_capture_on_commit_callbacks
+):
+    url = f"/api/metrics/election/{election.id}/"
+    assert api_client.get(url).json()["constituency_count"] == 0  # now cached
+    path = tmp_path / "c.csv"
+    path.write_text("code,name,registered_voters\nA1,Arbat,25000\nB2,Basmanny,150000\n")
+    with django_capture_on_commit_callbacks(execute=True):
+        _import(path)
+
+    body = api_client.get(url).json()
+    assert body["constituency_count"] == 2
+    assert body["registered_voters"] == 175000
