@@ -459,6 +459,7 @@ def main(argv=None) -> int:
         p50s, p99s, runs = [], [], []
         try:
             for run in range(1, args.runs + 1):
+                rc.state_settle(big.id)  # no backlog from the previous run: each starts settled
                 measured = freshness_measure(
                     port=port, token=token, election=big, constituency_ids=ids, rate=args.freshness_rate,
                     seconds=args.freshness_seconds, batch=args.freshness_batch, seed=run,
