@@ -20,7 +20,7 @@ from election_monitor.admin_utils import (
     LargeTableAdmin,
     election_filtered,
 )
-from elections.models import Constituency, Election, ElectionStatus, Transaction, grace_period
+from elections.models import CONSTITUENCY_METRIC_FIELDS, Constituency, Election, ElectionStatus, Transaction, grace_period
 from elections.services import transactions_delete
 from elections.signals import buckets_changed
 
@@ -153,15 +153,7 @@ class ConstituencyAdmin(LargeTableAdmin):
     search_fields = ("code", "name")
     autocomplete_fields = ("election",)
     ordering = ("id",)
-    metric_fields = (
-        "total_bulletins_issued",
-        "total_votes_cast",
-        "total_transactions",
-        "total_anomalies",
-        "participation_rate",
-        "anomaly_score",
-        "metrics_updated_at",
-    )
+    metric_fields = CONSTITUENCY_METRIC_FIELDS
     readonly_fields = (*metric_fields, "related_lists")
     fieldsets = (
         (None, {"fields": ("election", "code", "name", "registered_voters")}),

@@ -85,6 +85,18 @@ class Election(models.Model):
                 raise ValidationError({"timezone": "Cannot change the timezone of an election with transactions."})
 
 
+# Written only by metrics.aggregation; read-only everywhere else (admin, API).
+CONSTITUENCY_METRIC_FIELDS = (
+    "total_bulletins_issued",
+    "total_votes_cast",
+    "total_transactions",
+    "total_anomalies",
+    "participation_rate",
+    "anomaly_score",
+    "metrics_updated_at",
+)
+
+
 class Constituency(models.Model):
     election = models.ForeignKey(Election, on_delete=models.CASCADE, related_name="constituencies")
     code = models.CharField(max_length=64)

@@ -9,7 +9,7 @@ shows them read-only. To change them, change the transactions or use the electio
 from django.contrib import admin
 
 from election_monitor.admin_utils import ConstituencyListFilter, ElectionListFilter, LargeTableAdmin, election_filtered
-from metrics.models import Anomaly, DirtyBucket, HourlyStats
+from metrics.models import HOURLY_COMPUTED_FIELDS, Anomaly, DirtyBucket, HourlyStats
 
 
 class ReadOnlyAdmin(LargeTableAdmin):
@@ -44,14 +44,7 @@ class HourlyStatsAdmin(ReadOnlyAdmin):
         "hour",
         "constituency_code",
         "election_code",
-        "bulletins_issued",
-        "votes_cast",
-        "transaction_count",
-        "bulletin_velocity",
-        "vote_velocity",
-        "participation_rate",
-        "anomaly_count",
-        "timestamp",
+        *HOURLY_COMPUTED_FIELDS,
     )
     list_filter = (ElectionListFilter, ConstituencyListFilter)
     search_fields = ("constituency__code__exact",)

@@ -17,35 +17,18 @@ from django.db import connection, transaction
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from elections.models import Constituency, Election, Transaction, TransactionKind
+from elections.models import CONSTITUENCY_METRIC_FIELDS, Constituency, Election, Transaction, TransactionKind
 from elections.timebuckets import HOUR, hour_bucket
 from metrics import anomalies
 from metrics.cache import metrics_cache
-from metrics.models import Anomaly, AnomalyKind, HourlyStats
+from metrics.models import HOURLY_COMPUTED_FIELDS, Anomaly, AnomalyKind, HourlyStats
 
 logger = logging.getLogger(__name__)
 
 WRITE_BATCH = 2000
 IN_LIST_MAX = 200  # ids in one IN (...) filter before loading the election's rows is cheaper
-HOURLY_FIELDS = [
-    "bulletins_issued",
-    "votes_cast",
-    "transaction_count",
-    "bulletin_velocity",
-    "vote_velocity",
-    "participation_rate",
-    "anomaly_count",
-    "timestamp",
-]
-CONSTITUENCY_FIELDS = [
-    "total_bulletins_issued",
-    "total_votes_cast",
-    "total_transactions",
-    "total_anomalies",
-    "participation_rate",
-    "anomaly_score",
-    "metrics_updated_at",
-]
+HOURLY_FIELDS = list(HOURLY_COMPUTED_FIELDS)
+CONSTITUENCY_FIELDS = list(CONSTITUENCY_METRIC_FIELDS)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,19 @@ class HourlyStatsQuerySet(models.QuerySet):
         return super().latest(*(fields or ("hour", "id")))
 
 
+# Everything a recompute writes on an hourly row (the rest is its key).
+HOURLY_COMPUTED_FIELDS = (
+    "bulletins_issued",
+    "votes_cast",
+    "transaction_count",
+    "bulletin_velocity",
+    "vote_velocity",
+    "participation_rate",
+    "anomaly_count",
+    "timestamp",
+)
+
+
 class HourlyStats(models.Model):
     """One row per (constituency, local hour) holding at least one transaction."""
 
