@@ -14,8 +14,8 @@ RUN pip install -r /app/requirements.txt
 
 COPY . /app
 
-# Static files (admin, browsable API, Swagger UI) into STATIC_ROOT=/app/staticfiles for the
-# proxy in front to serve. The key is a placeholder that lives only in this build step.
+# Static files (admin, browsable API, Swagger UI) into STATIC_ROOT=/app/staticfiles, served
+# by WhiteNoise from gunicorn. The key is a placeholder that lives only in this build step.
 RUN DEBUG=0 SECRET_KEY=collectstatic-build-step-only python manage.py collectstatic --noinput
 
 RUN useradd --system --uid 10001 --home-dir /app --no-create-home app
