@@ -179,6 +179,14 @@ class Transaction(models.Model):
         instance.loaded_election_id = instance.__dict__.get("election_id")
         return instance
 
+    def delete(self, *args, **kwargs):
+        # Through the ingest service, so the bucket is marked dirty like every other write
+        # (cascades and QuerySet.delete() do not come here: the sweep covers active elections).
+        from elections.services import transactions_delete
+
+        deleted = transactions_delete(queryset=Transaction.objects.filter(pk=self.pk))
+        return deleted, {self._meta.label: deleted}
+
     def save(self, *args, **kwargs):
         # The ORM path of ingest: keep the derived bucket and the election in step with the
         # constituency. Bulk paths compute the same in elections.services.

@@ -165,13 +165,21 @@ class MetricsCache:
     def constituency_election(self, constituency_id: int, resolve: Callable[[], int | None]) -> int | None:
         """The election of a constituency (never changes), so constituency endpoints can
         build their key without a query."""
-        key = f"metrics:constituency:{constituency_id}:election"
+        key = self._constituency_election_key(constituency_id)
         election_id = self.get(key)
         if election_id is None:
             election_id = resolve()
             if election_id is not None:
                 self.set(key, election_id, 24 * 3600)
         return election_id
+
+    @staticmethod
+    def _constituency_election_key(constituency_id: int) -> str:
+        return f"metrics:constituency:{constituency_id}:election"
+
+    def forget_constituency(self, constituency_id: int) -> None:
+        """A deleted constituency's endpoints must answer 404, not its cached election's data."""
+        self.delete(self._constituency_election_key(constituency_id))
 
     # --- invalidation and pipeline flags ----------------------------------------------------
 

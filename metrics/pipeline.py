@@ -22,10 +22,11 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from elections.models import Election, Transaction, TransactionKind
+from elections.timebuckets import HOUR
 from metrics.aggregation import (
     RecomputeResult,
     Scope,
@@ -151,8 +152,27 @@ def election_sweep(*, election_id: int, now: datetime | None = None) -> dict:
         logger.warning("sweep: election %s had %d stale buckets; repairing", election_id, len(stale))
         metrics_recompute(election_id=election_id, scope=Scope.marks(stale), now=now)
     election = Election.objects.get(pk=election_id)
-    metrics_recompute(election_id=election_id, scope=Scope.hours(current_hours(election, now)), now=now)
+    hours = {*current_hours(election, now), *unsettled_velocity_hours(election=election, now=now)}
+    metrics_recompute(election_id=election_id, scope=Scope.hours(hours), now=now)
     return {"election_id": election_id, "flushed_marks": flushed, "repaired_buckets": len(stale)}
+
+
+def unsettled_velocity_hours(*, election: Election, now: datetime) -> set[datetime]:
+    """Past hours with a row computed before the hour (or the window) ended: its velocity
+    divided by the minutes elapsed then. Normally the sweep settles them within the next
+    hour; after a longer beat outage this finds the ones it missed."""
+    return set(
+        HourlyStats.objects.filter(
+            election_id=election.id,
+            hour__gte=election.starts_at - HOUR,
+            hour__lt=now - HOUR,
+            timestamp__lt=F("hour") + HOUR,
+        )
+        .filter(timestamp__lt=election.ends_at)
+        .values_list("hour", flat=True)
+        .distinct()
+        .order_by()
+    )
 
 
 def active_elections_sweep(*, now: datetime | None = None) -> list[dict]:

@@ -1,8 +1,10 @@
 """Signal receivers: thin doors from every write path into metrics.pipeline.
 
-Deletions have no receiver on purpose: a post_delete receiver would make Django load every
-transaction of a deleted election into memory. elections.services.transactions_delete marks
-the buckets of what it deletes, and the sweep repairs any other deletion.
+Transaction deletions have no receiver on purpose: a post_delete receiver would make Django
+load every transaction of a deleted election into memory. Transaction.delete() and the admin
+go through elections.services.transactions_delete, which marks the buckets of what it
+deletes; a bare QuerySet.delete() is repaired by the sweep while the election is active, and
+by backfill_metrics after that.
 """
 
 from django.db import transaction
@@ -57,25 +59,30 @@ def remember_inputs(sender, instance, **kwargs):
 
 @receiver(post_save, sender=Constituency)
 def constituency_saved(sender, instance, created, raw=False, **kwargs):
-    if created and not raw:
-        # A new constituency changes its election's counts and registered voters without
-        # any recompute: drop the election's cached reads (after commit, like a recompute).
-        transaction.on_commit(lambda: metrics_cache.invalidate_election(instance.election_id), robust=True)
+    if raw:
         return
+    # Any edit (a new constituency, a name, registered voters) shows in reads computed from
+    # the election's constituencies: drop its cached reads after commit, like a recompute.
+    election_id = instance.election_id
+    transaction.on_commit(lambda: metrics_cache.invalidate_election(election_id), robust=True)
     before = getattr(instance, "metric_inputs_before", None)
-    if raw or created or before is None or before == (instance.registered_voters,):
+    if created or before is None or before == (instance.registered_voters,):
         return
-    pipeline.buckets_mark_dirty(election_id=instance.election_id, buckets={(instance.id, None)})
-    pipeline.flush_request_on_commit(instance.election_id)
+    pipeline.buckets_mark_dirty(election_id=election_id, buckets={(instance.id, None)})
+    pipeline.flush_request_on_commit(election_id)
 
 
 @receiver(post_save, sender=Election)
 def election_saved(sender, instance, created, raw=False, **kwargs):
-    before = getattr(instance, "metric_inputs_before", None)
-    if raw or created or before is None or before == (instance.starts_at, instance.ends_at):
+    if raw:
         return
-    pipeline.buckets_mark_dirty(election_id=instance.id, buckets={(None, None)})
-    pipeline.flush_request_on_commit(instance.id)
+    election_id = instance.id
+    transaction.on_commit(lambda: metrics_cache.invalidate_election(election_id), robust=True)
+    before = getattr(instance, "metric_inputs_before", None)
+    if created or before is None or before == (instance.starts_at, instance.ends_at):
+        return
+    pipeline.buckets_mark_dirty(election_id=election_id, buckets={(None, None)})
+    pipeline.flush_request_on_commit(election_id)
 
 
 @receiver(post_delete, sender=Constituency)
@@ -86,6 +93,7 @@ def constituency_deleted(sender, instance, **kwargs):
     here for each of its constituencies, and there is nothing left to recompute then).
     """
     election_id = instance.election_id
+    metrics_cache.forget_constituency(instance.id)
 
     def mark_election():
         with transaction.atomic():

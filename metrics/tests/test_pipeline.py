@@ -199,6 +199,28 @@ def test_sweep_refreshes_the_current_hours_velocity(live_election):
     assert row.vote_velocity == pytest.approx(6 / minutes)
 
 
+def test_sweep_settles_velocities_of_hours_it_missed_during_a_beat_outage(live_election):
+    """A row flushed five minutes into its hour divides by five minutes; if no sweep ran in
+    the next two hours, the first sweep after the outage must still settle it to 60."""
+    constituency = live_election.constituencies.first()
+    now = timezone.now()
+    hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=6)
+    flushed_at = hour + timedelta(minutes=5)
+    transactions_ingest(
+        rows=[TransactionRow(f"o-{i}", live_election.id, constituency.id, TransactionKind.VOTE_CAST, hour + timedelta(minutes=1), None) for i in range(30)],  # fmt: skip
+        defer_flush=True,
+    )
+    pipeline.dirty_buckets_flush(election_id=live_election.id, now=flushed_at)
+    row = HourlyStats.objects.get(constituency=constituency)
+    assert row.vote_velocity == pytest.approx(30 / 5)
+
+    pipeline.election_sweep(election_id=live_election.id, now=now)
+
+    row.refresh_from_db()
+    assert row.vote_velocity == 30 / 60
+    assert pipeline.unsettled_velocity_hours(election=live_election, now=now) == set()
+
+
 def test_deleting_transactions_removes_their_buckets(election, constituencies, stats_match):
     transactions_ingest(rows=rows_for(election, constituencies, 40), defer_flush=True)
     pipeline.dirty_buckets_flush_all(election_id=election.id)

@@ -123,7 +123,7 @@ def test_voting_window_change_marks_the_whole_election(election, constituencies,
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         election.save()
     assert marked(election) == {(None, None)}
-    assert len(callbacks) == 1
+    assert len(callbacks) == 2  # drop the cached reads, request the flush
 
 
 def test_renaming_changes_no_metric_input_and_marks_nothing(election, constituencies):
@@ -192,3 +192,41 @@ def test_deleting_an_empty_election_drops_it_from_cached_dashboards(election, ap
     with django_capture_on_commit_callbacks(execute=True):
         election.delete()
     assert api_client.get("/api/metrics/dashboard/summary/").json()["elections"] == 0
+
+
+def test_renames_show_in_cached_reads_at_once(election, constituencies, api_client, django_capture_on_commit_callbacks):
+    c = constituencies[0]
+    assert api_client.get(f"/api/metrics/election/{election.id}/").json()["name"] == election.name
+    assert api_client.get(f"/api/metrics/constituency/{c.id}/").json()["name"] == c.name
+    with django_capture_on_commit_callbacks(execute=True):
+        election.name = "Renamed election"
+        election.save()
+        c.name = "Renamed constituency"
+        c.save()
+    assert api_client.get(f"/api/metrics/election/{election.id}/").json()["name"] == "Renamed election"
+    assert api_client.get(f"/api/metrics/constituency/{c.id}/").json()["name"] == "Renamed constituency"
+
+
+def test_a_deleted_constituency_answers_404_even_after_a_cached_read(
+    election, constituencies, api_client, django_capture_on_commit_callbacks
+):
+    c, cid = constituencies[0], constituencies[0].id
+    assert api_client.get(f"/api/hourly-stats/constituency/{cid}/").status_code == 200
+    with django_capture_on_commit_callbacks(execute=True):
+        c.delete()
+    assert api_client.get(f"/api/hourly-stats/constituency/{cid}/").status_code == 404
+    assert api_client.get(f"/api/metrics/constituency/{cid}/").status_code == 404
+
+
+def test_deleting_one_transaction_by_the_orm_updates_the_metrics(
+    election, constituencies, django_capture_on_commit_callbacks, stats_match
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        kept = TransactionFactory(constituency=constituencies[0])
+        gone = TransactionFactory(constituency=constituencies[0])
+    with django_capture_on_commit_callbacks(execute=True):
+        Transaction.objects.get(pk=gone.pk).delete()
+    constituencies[0].refresh_from_db()
+    assert constituencies[0].total_transactions == 1
+    assert Transaction.objects.filter(pk=kept.pk).exists()
+    stats_match(election)
