@@ -384,12 +384,11 @@ def dashboard_summary() -> dict:
 
 def dashboard_detailed() -> dict:
     """The summary, each election's metrics, the most anomalous constituencies (highest
-    score, ties by id; only constituencies with a score above 0) and the latest anomalies."""
+    score, ties by id) and the latest anomalies."""
     now = timezone.now()
     metrics = _elections_metrics(list(Election.objects.order_by("id")), now)
     top = (
-        Constituency.objects.filter(anomaly_score__gt=0)
-        .order_by("-anomaly_score", "id")
+        Constituency.objects.order_by("-anomaly_score", "id")
         .values(*_CONSTITUENCY_COLUMNS)[:TOP_ANOMALOUS_CONSTITUENCIES]
     )
     recent = Anomaly.objects.order_by("-hour", "constituency_id", "kind", "id").values(*_ANOMALY_COLUMNS)

@@ -13,7 +13,9 @@ from django.http import HttpResponseNotModified
 from django.utils.http import parse_etags
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from kombu.exceptions import OperationalError as BrokerOperationalError
 from rest_framework import status
+from rest_framework.exceptions import NotFound
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -81,6 +83,12 @@ class ReadView(APIView):
         return validated(serializer_class, self.request.query_params)
 
     def path(self, serializer_class) -> dict:
+        serializer = serializer_class(data=self.kwargs)
+        if not serializer.is_valid():
+            if any(getattr(error, "code", None) == "max_value" for errors in serializer.errors.values() for error in errors):
+                # A well-formed id beyond any stored one names a missing object: 404, not 400.
+                (name,) = serializer.fields
+                raise NotFound(f"No {name.removesuffix('_id')} with id {self.kwargs[name]}.")
         return validated(serializer_class, self.kwargs)
 
     def etag(self, cached: CachedRead) -> str:
@@ -271,7 +279,7 @@ class RecomputeView(GenericAPIView):
         constituency_id = constituency.id if constituency else None
         try:
             result = recompute_election.delay(election_id, constituency_id)
-        except Exception:
+        except (BrokerOperationalError, ConnectionError):
             logger.exception("could not queue a recompute of election %s", election_id)
             return Response(
                 {"detail": "The task queue is unavailable; try again shortly."},

@@ -170,7 +170,6 @@ def test_dashboards_sum_over_every_election(api_client):
         cid: c["anomaly_score"]
         for seeded in (first, second)
         for cid, c in seeded.expected["constituencies"].items()
-        if c["anomaly_score"] > 0
     }
     top = sorted(scores, key=lambda cid: (-scores[cid], cid))[:10]
     assert [c["constituency_id"] for c in detailed["top_anomalous_constituencies"]] == top
