@@ -1,5 +1,11 @@
 from django.db import transaction as db_transaction
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
@@ -29,6 +35,11 @@ class ElectionViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Ret
     serializer_class = ElectionSerializer
 
 
+ELECTION_FILTER = OpenApiParameter("election", int, description="Only this election's.")
+CONSTITUENCY_FILTER = OpenApiParameter("constituency", int, description="Only this constituency's.")
+
+
+@extend_schema_view(list=extend_schema(parameters=[ELECTION_FILTER]))
 class ConstituencyViewSet(
     mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
@@ -54,6 +65,22 @@ class NewestFirst(CursorPagination):
     max_page_size = 1000
 
 
+# One incoming transaction, as elections.services.transaction_row_parse accepts it.
+TRANSACTION_ITEM_SCHEMA = {
+    "type": "object",
+    "required": ["tx_hash", "constituency", "kind", "timestamp"],
+    "properties": {
+        "tx_hash": {"type": "string", "maxLength": services.TX_HASH_MAX_LENGTH, "description": "Idempotency key."},
+        "constituency": {"type": "integer", "description": "Constituency id."},
+        "election": {"type": "integer", "description": "Optional; checked against the constituency's."},
+        "kind": {"type": "string", "enum": sorted(services.KINDS)},
+        "timestamp": {"type": "string", "format": "date-time", "description": "ISO 8601 with a UTC offset."},
+        "block_number": {"type": "integer", "minimum": 0, "nullable": True},
+    },
+}
+
+
+@extend_schema_view(list=extend_schema(parameters=[ELECTION_FILTER, CONSTITUENCY_FILTER]))
 class TransactionViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     """Transactions. POST one object, or a list of up to 10,000 (all-or-nothing; a tx_hash
     already stored counts as a duplicate, not an error). GET lists the newest first."""
@@ -70,11 +97,28 @@ class TransactionViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         return queryset
 
     @extend_schema(
-        request=TransactionSerializer,
+        request={
+            "application/json": {
+                "oneOf": [
+                    TRANSACTION_ITEM_SCHEMA,
+                    {
+                        "type": "array",
+                        "items": TRANSACTION_ITEM_SCHEMA,
+                        "minItems": 1,
+                        "maxItems": services.max_ingest_batch(),
+                    },
+                ]
+            }
+        },
         responses={
             200: OpenApiResponse(TransactionSerializer, description="This tx_hash was already stored."),
             201: OpenApiResponse(
-                TransactionSerializer, description="Stored; a list answers with BulkIngestResult instead."
+                PolymorphicProxySerializer(
+                    component_name="TransactionIngestResult",
+                    serializers=[TransactionSerializer, BulkIngestResultSerializer],
+                    resource_type_field_name=None,
+                ),
+                description="One object: the stored transaction. A list: created and duplicates counts.",
             ),
             400: OpenApiResponse(description="Invalid item(s); nothing was stored."),
         },

@@ -268,7 +268,15 @@ class RecomputeView(GenericAPIView):
     permission_classes = [IsStaff]
     serializer_class = RecomputeRequestSerializer
 
-    @extend_schema(responses={202: RecomputeAcceptedSerializer})
+    @extend_schema(
+        responses={
+            202: RecomputeAcceptedSerializer,
+            400: OpenApiResponse(description="Neither election nor constituency, or they do not match."),
+            401: OpenApiResponse(description="No credentials."),
+            403: OpenApiResponse(description="Not staff."),
+            503: OpenApiResponse(description="The task queue is unavailable."),
+        }
+    )
     def post(self, request):
         from metrics.tasks import recompute_election
 
