@@ -52,26 +52,53 @@ def raw_copy(copy_path: Path) -> float:
     return time.perf_counter() - started
 
 
+def _high_water_mark(pid: int, peak: list[int], done: threading.Event) -> None:
+    """Follow the kernel's VmHWM (peak RSS) of the command until it exits.
+
+    Subtle: neither ru_maxrss nor VmHWM can be taken as is at the start: between fork and
+    exec the child maps the harness's own memory, and ru_maxrss keeps that maximum. exec
+    starts a fresh address space whose VmHWM starts at zero, so readings count only once
+    the process runs manage.py."""
+    while not done.is_set():
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                if b"manage.py" in cmdline.read():
+                    with open(f"/proc/{pid}/status") as status:
+                        for line in status:
+                            if line.startswith("VmHWM:"):
+                                peak[0] = max(peak[0], int(line.split()[1]))
+        except OSError:
+            pass
+        done.wait(0.01)
+
+
 def command_peak_rss(argv: list[str], *, timeout: float) -> dict:
-    """Wall time and peak RSS of one command, measured alone: os.wait4 gives this child's own
-    rusage (RUSAGE_CHILDREN would be the maximum over every child so far)."""
+    """Wall time and peak RSS (VmHWM, followed while it runs) of one manage.py command."""
     started = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "manage.py", *argv], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
+    peak, done = [0], threading.Event()
     out_chunks, err_chunks = [], []
     readers = [
         threading.Thread(target=lambda: out_chunks.append(proc.stdout.read())),
         threading.Thread(target=lambda: err_chunks.append(proc.stderr.read())),
+        threading.Thread(target=_high_water_mark, args=(proc.pid, peak, done)),
     ]
     for reader in readers:
         reader.start()
     timer = threading.Timer(timeout, proc.kill)
     timer.start()
     try:
+        # The last VmHWM reading is taken while the process still exists: wait for its exit
+        # without reaping it, so /proc/<pid> stays readable until the watcher has read it.
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+        done.set()
+        readers[2].join()
         _, status, usage = os.wait4(proc.pid, 0)
     finally:
         timer.cancel()
+        done.set()
     for reader in readers:
         reader.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -80,7 +107,9 @@ def command_peak_rss(argv: list[str], *, timeout: float) -> dict:
     err = b"".join(err_chunks).decode(errors="replace")
     if proc.returncode != 0:
         raise RuntimeError(f"manage.py {' '.join(argv)} exited {proc.returncode}: {(err or out)[-1500:]}")
-    return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024, "stdout": out[-1500:], "stderr": err[-1500:]}
+    if not peak[0]:
+        raise RuntimeError(f"no VmHWM reading of manage.py {' '.join(argv)}")
+    return {"seconds": seconds, "peak_rss_mb": peak[0] / 1024, "stdout": out[-1500:], "stderr": err[-1500:]}
 
 
 def api_bodies(copy_path: Path, *, tag: str, rows: int, batch: int, constituency_ids: dict) -> list[tuple[bytes, int]]:

@@ -99,6 +99,7 @@ class Results:
             "per-run ratios, each measured side by side in the same run)",
             f"- Servers: {m.get('servers', '')}",
             f"- git: {m.get('git', '')}",
+            *([f"- Re-measured: {m['remeasured']}"] if m.get("remeasured") else []),
             "",
             "| # | Figure | Measured (median) | Raw limit (median) | Ratio | Target | Met |",
             "| --- | --- | --- | --- | --- | --- | --- |",

@@ -53,6 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--output", default=str(env.ROOT / "docs" / "PERFORMANCE.md"))
     p.add_argument("--json", default=str(env.ROOT / "bench" / "results" / "latest.json"))
     p.add_argument("--work-dir", default=None, help="where CSVs and server logs go (default: a temp dir)")
+    p.add_argument("--merge", metavar="REASON", default=None,
+                   help="keep the other items of the run in --json and re-measure only --only, saying why")
     args = p.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(args.only) - set(STEPS)
@@ -197,6 +199,17 @@ def main(argv=None) -> int:
     bench = Bench(args)
     results = Results(bench.meta())
     json_path, md_path = Path(args.json), Path(args.output)
+    if args.merge:
+        previous = json.loads(json_path.read_text())
+        now = results.meta
+        results.meta = {**previous["meta"], "remeasured": f"item(s) {', '.join(args.only)} re-measured "
+                        f"{now['started_at']} UTC with `{now['command'].split(' --merge')[0]} --merge ...` at git {now['git']}: "
+                        f"{args.merge}"}
+        for row in previous["rows"]:
+            if row["key"].rstrip("abc") not in args.only:
+                results.set(row["key"], **{k: v for k, v in row.items() if k not in ("key", "figure")})
+        results.details.update(previous["details"])
+        results.errors.update({k: v for k, v in previous["errors"].items() if k.rstrip("abc") not in args.only})
 
     def save():
         results.write(json_path=json_path, md_path=md_path)
@@ -542,7 +555,8 @@ def main(argv=None) -> int:
 
     if bench.gunicorn:
         bench.gunicorn.stop()
-    results.meta["finished_at"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    if not args.merge:
+        results.meta["finished_at"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
     save()
     print(json.dumps({row.key: row.measured for row in results.rows.values()}, indent=1))
     return 1 if results.errors else 0
