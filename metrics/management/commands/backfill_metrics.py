@@ -9,12 +9,13 @@ import sys
 import time
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
 from tqdm import tqdm
 
 from elections.models import Constituency, Election
 from elections.services import RowError, parse_aware_datetime
 from metrics.aggregation import RecomputeResult
-from metrics.models import Anomaly
+from metrics.models import Anomaly, HourlyStats
 from metrics.pipeline import election_recompute
 
 
@@ -71,6 +72,14 @@ class Command(BaseCommand):
             for chunk in chunks:
                 total += election_recompute(election_id=election.id, constituency_ids=chunk, since=since, until=until)
                 progress.update(len(ids) if chunk is None else len(chunk))
+
+        if connection.vendor == "postgresql":
+            # A backfill rewrites many rows at once; until autovacuum gets to them the planner's
+            # statistics are stale and it picks a bad index for the next flush (74 ms instead of
+            # 0.2 ms for one lookup; bench, issue 6).
+            with connection.cursor() as cursor:
+                for model in (HourlyStats, Anomaly, Constituency):
+                    cursor.execute(f"ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
 
         anomalies = Anomaly.objects.filter(election=election, constituency_id__in=ids).count()
         window = f" from {since.isoformat() if since else 'the start'} to {until.isoformat() if until else 'the end'}"
