@@ -15,7 +15,7 @@ import threading
 import time
 from datetime import timedelta
 
-from bench.servers import http_get_json
+from bench.servers import http_get_json, http_post
 
 
 def freshness_measure(
@@ -63,14 +63,9 @@ def freshness_measure(
                     time.sleep(delay)
                 elif delay < -interval:
                     late_sends += 1
-                conn.request(
-                    "POST", "/api/transactions/", body=body,
-                    headers={"Content-Type": "application/json", "Authorization": f"Token {token}"},
-                )
-                response = conn.getresponse()
-                payload = response.read()
-                if response.status != 201:
-                    sender_errors.append(f"{response.status}: {payload[:300]!r}")
+                status, payload = http_post(conn, "/api/transactions/", body, token)
+                if status != 201:
+                    sender_errors.append(f"{status}: {payload[:300]!r}")
                     return
                 total += json.loads(payload)["created"]
                 committed.append((time.perf_counter(), total))

@@ -20,6 +20,7 @@ from django.db import connection
 
 from bench import generate
 from bench.env import ROOT
+from bench.servers import http_post
 
 
 def variant_path(source: Path, tag: str, *, skip_header: bool) -> Path:
@@ -144,14 +145,9 @@ def api_post_all(port: int, token: str, bodies: list[tuple[bytes, int]], *, clie
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
         try:
             for body, count in bodies[index::clients]:
-                conn.request(
-                    "POST", "/api/transactions/", body=body,
-                    headers={"Content-Type": "application/json", "Authorization": f"Token {token}"},
-                )
-                response = conn.getresponse()
-                payload = response.read()
-                if response.status != 201:
-                    errors.append(f"{response.status}: {payload[:300]!r}")
+                status, payload = http_post(conn, "/api/transactions/", body, token)
+                if status != 201:
+                    errors.append(f"{status}: {payload[:300]!r}")
                     return
                 created[index] += json.loads(payload)["created"]
         finally:

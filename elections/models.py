@@ -86,15 +86,15 @@ class Election(models.Model):
 
 
 # Written only by metrics.aggregation; read-only everywhere else (admin, API).
-CONSTITUENCY_METRIC_FIELDS = (
+CONSTITUENCY_FIGURES = (
     "total_bulletins_issued",
     "total_votes_cast",
     "total_transactions",
     "total_anomalies",
     "participation_rate",
     "anomaly_score",
-    "metrics_updated_at",
 )
+CONSTITUENCY_METRIC_FIELDS = (*CONSTITUENCY_FIGURES, "metrics_updated_at")
 
 
 class Constituency(models.Model):

@@ -18,7 +18,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 from django.http import Http404
 from django.utils import timezone
 
-from elections.models import Constituency, Election, ElectionStatus
+from elections.models import CONSTITUENCY_FIGURES, Constituency, Election, ElectionStatus
 from elections.timebuckets import hour_of_day, period_end, period_start
 from metrics.cache import CachedRead, metrics_cache
 from metrics.models import Anomaly, HourlyStats
@@ -28,31 +28,9 @@ RECENT_ANOMALIES = 20
 ID_MAX = 2**63 - 1
 
 COUNTS = ("bulletins_issued", "votes_cast", "transaction_count")
-CONSTITUENCY_ORDER_FIELDS = (
-    "id",
-    "code",
-    "registered_voters",
-    "total_bulletins_issued",
-    "total_votes_cast",
-    "total_transactions",
-    "total_anomalies",
-    "participation_rate",
-    "anomaly_score",
-)
+CONSTITUENCY_ORDER_FIELDS = ("id", "code", "registered_voters", *CONSTITUENCY_FIGURES)
 CONSTITUENCY_ORDERINGS = tuple(o for name in CONSTITUENCY_ORDER_FIELDS for o in (name, f"-{name}"))
-_CONSTITUENCY_COLUMNS = (
-    "id",
-    "election_id",
-    "code",
-    "name",
-    "registered_voters",
-    "total_bulletins_issued",
-    "total_votes_cast",
-    "total_transactions",
-    "total_anomalies",
-    "participation_rate",
-    "anomaly_score",
-)
+_CONSTITUENCY_COLUMNS = ("id", "election_id", "code", "name", "registered_voters", *CONSTITUENCY_FIGURES)
 _ANOMALY_COLUMNS = ("id", "election_id", "constituency_id", "hour", "kind", "weight", "details", "detected_at")
 
 
