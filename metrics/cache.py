@@ -1,8 +1,8 @@
 """Every metrics cache key, TTL and invalidation lives here (SPEC section 6).
 
-Invalidation is O(1) per election: each election has a version number that is part of
-every key computed from it; a recompute bumps the version after it commits, and the old
-entries simply age out. A cache outage is never an error: every operation degrades to a
+Invalidation is O(1) per election: each election has a version number, stored with every
+entry computed from it; a recompute bumps the version after it commits, and entries of an
+older version no longer count (they are recomputed over, or age out). A cache outage is never an error: every operation degrades to a
 miss, logged, and the caller answers from the database.
 """
 
@@ -76,7 +76,11 @@ class MetricsCache:
     ) -> tuple[Any, bool]:
         """The cached value, or compute it once: under a burst of misses one caller computes
         while the others wait for its result. ``ttl`` may be a function of the computed value
-        (e.g. by election phase). Returns (value, was_cached).
+        (e.g. by election phase). Returns (value, was_cached)."""
+        return self._compute_once(key, lambda: self.get(key, MISS), compute, ttl)
+
+    def _compute_once(self, key: str, fetch: Callable[[], Any], compute: Callable[[], Any], ttl) -> tuple[Any, bool]:
+        """``fetch()`` is the stored value or MISS; ``compute()``'s result is stored under ``key``.
 
         Subtle: a waiter retries the lock on every poll, so if the computing caller fails
         (an exception, a 404) or cannot store its result, the next waiter takes over instead
@@ -85,7 +89,7 @@ class MetricsCache:
         lock_key = f"{key}:lock"
         deadline = time.monotonic() + LOCK_WAIT
         while True:
-            value = self.get(key, MISS)
+            value = fetch()
             if value is not MISS:
                 return value, True
             locked = self.add(lock_key, 1, LOCK_TTL)
@@ -101,24 +105,52 @@ class MetricsCache:
         return value, False
 
     def election_read(self, election_id: int, name: str, compute: Callable[[], Any], ttl, **params) -> "CachedRead":
-        """get_or_compute under the election's versioned key, with an ETag for the result."""
-        return self._read(self.election_key(election_id, name, **params), compute, ttl)
+        """get_or_compute under the election's version, with an ETag for the result."""
+        return self._read(self._version_key(election_id), self.election_key(election_id, name, **params), compute, ttl)
 
     def global_read(self, name: str, compute: Callable[[], Any], ttl, **params) -> "CachedRead":
-        """get_or_compute under a key every election's recompute invalidates (dashboards)."""
-        return self._read(self.global_key(name, **params), compute, ttl)
+        """get_or_compute under the version every election's recompute bumps (dashboards)."""
+        return self._read(self.GLOBAL_VERSION_KEY, self.global_key(name, **params), compute, ttl)
 
-    def _read(self, key: str, compute: Callable[[], Any], ttl) -> "CachedRead":
-        # The ETag is minted with each computation and stored with the value: a strong
-        # validator that changes whenever the value may have (a new version, or a TTL
-        # expiry that recomputed clock-dependent parts such as status).
-        def stamped() -> tuple[Any, str]:
-            text = f"{key}|{time.time_ns()}"
-            return compute(), '"' + hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:32] + '"'
+    def _read(self, version_key: str, key: str, compute: Callable[[], Any], ttl) -> "CachedRead":
+        """A hit is one round trip: the version and the entry are fetched together, and the
+        entry, stored as (version, ETag, value), counts only if computed under the current
+        version.
 
-        pair_ttl = (lambda pair: ttl(pair[0])) if callable(ttl) else ttl
-        (value, etag), hit = self.get_or_compute(key, stamped, pair_ttl)
+        Subtle: the version an entry is stored under is the one read *before* its
+        computation read the database, so a recompute that commits meanwhile (and bumps the
+        version) makes the entry stale at once, never the reverse. After a bump, a waiter
+        may sit behind the lock of a computation of the previous version; its entry does
+        not count, so the waiter takes the lock next and computes. The ETag is minted with
+        each computation: a strong validator that changes whenever the value may have (a
+        new version, or a TTL expiry that recomputed clock-dependent parts such as status).
+        """
+        seen = {}
+
+        def fetch():
+            seen["version"], entry = self._versioned_get(version_key, key)
+            return entry if entry is not None and entry[0] == seen["version"] else MISS
+
+        def stamped() -> tuple[int, str, Any]:
+            version = seen["version"]
+            text = f"{key}|{version}|{time.time_ns()}"
+            return version, '"' + hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:32] + '"', compute()
+
+        entry_ttl = (lambda entry: ttl(entry[2])) if callable(ttl) else ttl
+        (_, etag, value), hit = self._compute_once(key, fetch, stamped, entry_ttl)
         return CachedRead(value=value, hit=hit, etag=etag)
+
+    def _versioned_get(self, version_key: str, key: str) -> tuple[int, Any]:
+        """(current version, stored entry or None) in one round trip."""
+        try:
+            found = self.backend.get_many([version_key, key])
+        except Exception:
+            logger.warning("cache get failed for %s; answering from the database", key, exc_info=True)
+            return time.time_ns(), None
+        version = found.get(version_key)
+        if version is None:
+            version = self._version(version_key)
+        return version, found.get(key)
 
     # --- keys -----------------------------------------------------------------------------
 
@@ -146,12 +178,10 @@ class MetricsCache:
         return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
 
     def election_key(self, election_id: int, name: str, **params) -> str:
-        version = self._version(self._version_key(election_id))
-        return f"metrics:election:{election_id}:v{version}:{name}:{self._params(params)}"
+        return f"metrics:election:{election_id}:{name}:{self._params(params)}"
 
     def global_key(self, name: str, **params) -> str:
-        version = self._version(self.GLOBAL_VERSION_KEY)
-        return f"metrics:global:v{version}:{name}:{self._params(params)}"
+        return f"metrics:global:{name}:{self._params(params)}"
 
     def ttl_for(self, status: str) -> int:
         """Short while an election can still change; long once it is closed (a recompute

@@ -55,6 +55,9 @@ CASES = [
     ("election-metrics", {"election_id": "999999"}, {}, 404, "detail", "No election with id 999999"),
     ("election-metrics", {"election_id": "abc"}, {}, 400, "election_id", "'abc' is not a valid election id"),
     ("election-metrics", {"election_id": "1" + "0" * 20}, {}, 404, "detail", "No election with id 1" + "0" * 20),
+    # Either side of the largest id: the views' fast path for plain ids stops exactly there.
+    ("election-metrics", {"election_id": str(2**63 - 1)}, {}, 404, "detail", f"No election with id {2**63 - 1}"),
+    ("election-metrics", {"election_id": str(2**63)}, {}, 404, "detail", f"No election with id {2**63}"),
     ("election-constituencies", {"election_id": "999999"}, {}, 404, "detail", "No election with id 999999"),
     ("election-constituencies", {"election_id": "E"}, {"ordering": "votes"}, 400, "ordering", "'votes' is not a valid ordering"),
     ("election-constituencies", {"election_id": "E"}, {"ordering": "--anomaly_score"}, 400, "ordering", "not a valid ordering"),

@@ -96,14 +96,80 @@ def test_a_failed_computation_hands_over_to_a_waiter_at_once():
 
 
 @pytest.mark.django_db
-def test_invalidation_moves_every_key_of_the_election_and_only_it():
+def test_invalidation_makes_every_read_of_the_election_stale_and_only_them():
     first, second = ElectionFactory(), ElectionFactory()
-    before = (metrics_cache.election_key(first.id, "x"), metrics_cache.election_key(second.id, "x"))
-    global_before = metrics_cache.global_key("dashboard")
+    compute = Counted(lambda: {"value": 42})
+
+    def reads():
+        return [
+            metrics_cache.election_read(first.id, "x", compute, 60).hit,
+            metrics_cache.election_read(first.id, "y", compute, 60, page=2).hit,
+            metrics_cache.election_read(second.id, "x", compute, 60).hit,
+            metrics_cache.global_read("dashboard", compute, 60).hit,
+        ]
+
+    assert reads() == [False, False, False, False]
+    assert reads() == [True, True, True, True]
     metrics_cache.invalidate_election(first.id)
-    assert metrics_cache.election_key(first.id, "x") != before[0]
-    assert metrics_cache.election_key(second.id, "x") == before[1]
-    assert metrics_cache.global_key("dashboard") != global_before
+    assert reads() == [False, False, True, False]
+    assert compute.calls == 7
+
+
+@pytest.mark.django_db
+def test_a_cached_read_is_one_round_trip(django_assert_num_queries):
+    """The version and the entry come back together: a hit costs one cache call and no query."""
+    election = ElectionFactory()
+    metrics_cache.election_read(election.id, "x", lambda: {"value": 1}, 60)
+    calls, depth = [], []
+    backend = metrics_cache.backend
+
+    def spy(name, original):
+        def call(*args, **kwargs):
+            if not depth:  # the local-memory backend's get_many calls its own get
+                calls.append(name)
+            depth.append(name)
+            try:
+                return original(*args, **kwargs)
+            finally:
+                depth.pop()
+
+        return call
+
+    for name in ("get", "get_many", "add", "set"):
+        setattr(backend, name, spy(name, getattr(backend, name)))
+    try:
+        with django_assert_num_queries(0):
+            cached = metrics_cache.election_read(election.id, "x", lambda: {"value": 2}, 60)
+    finally:
+        for name in ("get", "get_many", "add", "set"):
+            delattr(backend, name)
+    assert (cached.value, cached.hit) == ({"value": 1}, True)
+    assert calls == ["get_many"]
+
+
+@pytest.mark.django_db
+def test_an_entry_computed_before_a_bump_is_stale_even_if_stored_after_it():
+    """A computation that read the database before a recompute committed must not be served
+    after the recompute's version bump, even when it finishes (and stores) later."""
+    election = ElectionFactory()
+
+    def slow_old_value():
+        metrics_cache.invalidate_election(election.id)  # the recompute commits meanwhile
+        return "old"
+
+    assert metrics_cache.election_read(election.id, "x", slow_old_value, 60).value == "old"
+    fresh = metrics_cache.election_read(election.id, "x", lambda: "new", 60)
+    assert (fresh.value, fresh.hit) == ("new", False)
+    assert metrics_cache.election_read(election.id, "x", lambda: "newer", 60).value == "new"
+
+
+@pytest.mark.django_db
+def test_a_lost_version_never_brings_back_old_entries():
+    election = ElectionFactory()
+    metrics_cache.election_read(election.id, "x", lambda: "old", 60)
+    metrics_cache.delete(metrics_cache._version_key(election.id))  # evicted, or Redis restarted
+    fresh = metrics_cache.election_read(election.id, "x", lambda: "new", 60)
+    assert (fresh.value, fresh.hit) == ("new", False)
 
 
 def test_ttl_follows_the_election_phase(settings):
