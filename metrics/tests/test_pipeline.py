@@ -176,6 +176,28 @@ def test_sweep_repairs_hand_edits_and_flushes_lost_marks(live_election, stats_ma
     stats_match(live_election)
 
 
+def test_sweep_repairs_totals_a_flush_moved_from_a_hand_edited_row(live_election, stats_match):
+    constituencies = list(live_election.constituencies.all())
+    # Hours before the previous one: the sweep's velocity refresh does not recompute them.
+    start = timezone.now() - timedelta(hours=13)
+    transactions_ingest(rows=rows_for(live_election, constituencies, 60, start=start), defer_flush=True)
+    pipeline.dirty_buckets_flush_all(election_id=live_election.id)
+    row = HourlyStats.objects.filter(election=live_election, votes_cast__gt=0).order_by("id").first()
+    HourlyStats.objects.filter(pk=row.pk).update(votes_cast=0)
+    # A new vote in the edited bucket: the flush recounts the row right, but moves the
+    # constituency's totals by (recount - edited row), which counts the edit as new votes.
+    vote = TransactionRow("late-vote", live_election.id, row.constituency_id, TransactionKind.VOTE_CAST,
+                          row.hour + timedelta(minutes=30), None)  # fmt: skip
+    transactions_ingest(rows=[vote], defer_flush=True)
+    pipeline.dirty_buckets_flush_all(election_id=live_election.id)
+    assert pipeline.constituency_totals_stale(election_id=live_election.id) == {row.constituency_id}
+
+    (report,) = pipeline.active_elections_sweep()
+    assert report["repaired_constituencies"] == 1
+    assert pipeline.constituency_totals_stale(election_id=live_election.id) == set()
+    stats_match(live_election)
+
+
 def test_sweep_flushes_leftover_marks_of_a_closed_election_too(election, constituencies, live_election, stats_match):
     transactions_ingest(rows=rows_for(election, constituencies, 30), defer_flush=True)
     reports = pipeline.active_elections_sweep()
