@@ -143,7 +143,10 @@ class TransactionKind(models.TextChoices):
 
 
 class Transaction(models.Model):
-    tx_hash = models.CharField(max_length=128, unique=True)
+    # Unique through Meta.constraints, not unique=True: on PostgreSQL unique=True also builds
+    # a varchar_pattern_ops "_like" index, a second B-tree on every insert that nothing reads
+    # (tx_hash is only ever looked up exactly).
+    tx_hash = models.CharField(max_length=128)
     election = models.ForeignKey(Election, on_delete=models.CASCADE, related_name="transactions", db_index=False)
     constituency = models.ForeignKey(
         Constituency, on_delete=models.CASCADE, related_name="transactions", db_index=False
@@ -161,6 +164,10 @@ class Transaction(models.Model):
         indexes = [
             models.Index(fields=["constituency", "hour"], name="tx_constituency_hour"),
             models.Index(fields=["election", "hour"], name="tx_election_hour"),
+        ]
+        constraints = [
+            # ON CONFLICT (tx_hash) in elections.services infers this constraint's index.
+            models.UniqueConstraint(fields=["tx_hash"], name="transaction_tx_hash_unique"),
         ]
 
     def __str__(self) -> str:
