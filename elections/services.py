@@ -3,6 +3,7 @@
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone as dt_timezone
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -27,14 +28,24 @@ class RowError(ValueError):
         self.message = message
 
 
-@dataclass(frozen=True, slots=True)
-class TransactionRow:
+class TransactionRow(NamedTuple):
+    """One validated incoming transaction. A tuple, not a dataclass: a 10,000-item list builds
+    10,000 of them, and a frozen dataclass's __init__ costs several times a tuple's."""
+
     tx_hash: str
     election_id: int
     constituency_id: int
     kind: str
     timestamp: datetime
     block_number: int | None
+
+
+class ConstituencyRef(NamedTuple):
+    """What validating a row needs of a constituency (lookups need not build model objects)."""
+
+    id: int
+    election_id: int
+    code: str
 
 
 @dataclass
@@ -52,22 +63,25 @@ def parse_aware_datetime(value, *, field: str = "timestamp") -> datetime:
     """ISO 8601 with a UTC offset ('Z' or ±hh:mm); naive values are refused, never guessed."""
     if isinstance(value, datetime):
         parsed = value
-    elif isinstance(value, str) and value.strip():
+    elif isinstance(value, str) and (text := value.strip()):
         try:
-            parsed = datetime.fromisoformat(value.strip())
+            parsed = datetime.fromisoformat(text)
         except ValueError:
             raise RowError(field, f"'{value}' is not an ISO 8601 datetime.") from None
     else:
         raise RowError(field, "An ISO 8601 datetime with a UTC offset is required.")
-    if timezone.is_naive(parsed):
+    if parsed.utcoffset() is None:
         raise RowError(field, f"'{value}' has no UTC offset; add one such as 'Z' or '+03:00'.")
     # Near year 1 or 9999 an instant cannot be shown in every timezone (OverflowError).
-    try:
-        year = parsed.astimezone(zone("UTC")).year
-    except OverflowError:
-        year = None
-    if year is None or not 2 <= year <= 9998:
-        raise RowError(field, f"'{value}' is out of range.")
+    # Subtle: offsets are under a day, so a year of 3..9997 is 2..9998 in UTC too; only
+    # values near the edges pay for the conversion.
+    if not 3 <= parsed.year <= 9997:
+        try:
+            year = parsed.astimezone(dt_timezone.utc).year
+        except OverflowError:
+            year = None
+        if year is None or not 2 <= year <= 9998:
+            raise RowError(field, f"'{value}' is out of range.")
     return parsed
 
 
@@ -83,11 +97,12 @@ def transaction_row_parse(
     code from imports) to a Constituency or None. ``election_id`` is the election the
     caller expects, if any. Raises RowError naming the first bad field.
     """
-    if not isinstance(raw, Mapping):
+    if type(raw) is not dict and not isinstance(raw, Mapping):
         raise RowError("non_field_errors", "Expected a JSON object.")
+    get = raw.get
 
-    tx_hash = raw.get("tx_hash")
-    if not isinstance(tx_hash, str) or not tx_hash.strip():
+    tx_hash = get("tx_hash")
+    if not isinstance(tx_hash, str) or not tx_hash or tx_hash.isspace():
         raise RowError("tx_hash", "A non-empty string is required.")
     if len(tx_hash) > TX_HASH_MAX_LENGTH:
         raise RowError("tx_hash", f"At most {TX_HASH_MAX_LENGTH} characters.")
@@ -101,27 +116,31 @@ def transaction_row_parse(
         except UnicodeEncodeError:
             raise RowError("tx_hash", "Must be valid UTF-8 text.") from None
 
-    if raw.get("constituency") in (None, ""):
+    raw_constituency = get("constituency")
+    if raw_constituency is None or raw_constituency == "":
         raise RowError("constituency", "This field is required.")
-    constituency = constituency_lookup(raw["constituency"])
+    constituency = constituency_lookup(raw_constituency)
     if constituency is None:
-        raise RowError("constituency", f"Unknown constituency '{raw['constituency']}'.")
+        raise RowError("constituency", f"Unknown constituency '{raw_constituency}'.")
 
-    claimed_election = raw.get("election")
-    if claimed_election not in (None, ""):
+    claimed_election = get("election")
+    if claimed_election is not None and claimed_election != "":
         if str(claimed_election) != str(constituency.election_id):
             raise RowError("election", f"Constituency {constituency.code} belongs to another election.")
     if election_id is not None and constituency.election_id != election_id:
         raise RowError("constituency", f"Constituency {constituency.code} belongs to another election.")
 
-    kind = raw.get("kind")
+    kind = get("kind")
     if not isinstance(kind, str) or kind not in KINDS:
         raise RowError("kind", f"'{kind}' is not one of {', '.join(sorted(KINDS))}.")
 
-    timestamp = parse_aware_datetime(raw.get("timestamp"))
+    timestamp = parse_aware_datetime(get("timestamp"))
 
-    block_number = raw.get("block_number")
-    if block_number in (None, ""):
+    block_number = get("block_number")
+    if type(block_number) is int:  # the common case: a JSON integer
+        if not 0 <= block_number <= BLOCK_NUMBER_MAX:
+            raise RowError("block_number", "Must be a non-negative 64-bit integer.")
+    elif block_number is None or block_number == "":
         block_number = None
     else:
         if isinstance(block_number, bool) or (isinstance(block_number, float) and not block_number.is_integer()):
@@ -146,35 +165,25 @@ def transactions_ingest(*, rows: Sequence[TransactionRow], defer_flush: bool = F
     result = IngestResult()
     if not rows:
         return result
-    timezones = dict(
-        Election.objects.filter(id__in={row.election_id for row in rows}).values_list("id", "timezone")
-    )
+    zones = {
+        pk: zone(name)
+        for pk, name in Election.objects.filter(id__in={row.election_id for row in rows}).values_list("id", "timezone")
+    }
     received_at = timezone.now()
-    unique: dict[str, tuple] = {}
-    for row in rows:
-        if row.tx_hash in unique:
-            result.duplicates += 1
-            continue
-        hour = hour_bucket(row.timestamp, zone(timezones[row.election_id]))
-        unique[row.tx_hash] = (
-            row.tx_hash,
-            row.election_id,
-            row.constituency_id,
-            row.kind,
-            row.timestamp,
-            hour,
-            row.block_number,
-            received_at,
-        )
+    # Subtle: a tx_hash repeated within ``rows`` is not removed here: ON CONFLICT DO NOTHING
+    # skips it like any stored one, and the insert keeps the rows' order, so the first wins.
+    values = [
+        (tx_hash, election_id, constituency_id, kind, timestamp, hour_bucket(timestamp, zones[election_id]),
+         block_number, received_at)
+        for tx_hash, election_id, constituency_id, kind, timestamp, block_number in rows
+    ]  # fmt: skip
 
-    values = list(unique.values())
     with transaction.atomic():
-        created_hashes = _insert_ignoring_duplicates(values)
-        result.created = len(created_hashes)
-        result.duplicates += len(values) - result.created
+        created_buckets = _insert_ignoring_duplicates(values)
+        result.created = sum(created_buckets.values())
+        result.duplicates = len(values) - result.created
         by_election: dict[int, set] = {}
-        for tx_hash in created_hashes:
-            _, election_id, constituency_id, _, _, hour, _, _ = unique[tx_hash]
+        for election_id, constituency_id, hour in created_buckets:
             by_election.setdefault(election_id, set()).add((constituency_id, hour))
         for election_id, buckets in by_election.items():
             result.buckets |= buckets
@@ -187,8 +196,9 @@ def transactions_ingest(*, rows: Sequence[TransactionRow], defer_flush: bool = F
 _COLUMNS = ("tx_hash", "election_id", "constituency_id", "kind", "timestamp", "hour", "block_number", "received_at")
 
 
-def _insert_ignoring_duplicates(values: list[tuple]) -> list[str]:
-    """Insert rows whose tx_hash is new; return exactly the tx_hashes that were inserted.
+def _insert_ignoring_duplicates(values: list[tuple]) -> dict[tuple, int]:
+    """Insert rows whose tx_hash is new (the first of repeats within ``values``); return
+    how many were inserted into each (election_id, constituency_id, hour) bucket.
 
     One statement per chunk of ``INSERT ... ON CONFLICT (tx_hash) DO NOTHING RETURNING``:
     on PostgreSQL the rows arrive by COPY into a temporary table first (several times
@@ -197,13 +207,16 @@ def _insert_ignoring_duplicates(values: list[tuple]) -> list[str]:
     way rows are inserted in the given order and the result is the same.
     """
     if not values:
-        return []
+        return {}
     if connection.vendor == "postgresql":
         return _insert_ignoring_duplicates_copy(values)
     table = connection.ops.quote_name(Transaction._meta.db_table)
     columns = ", ".join(connection.ops.quote_name(c) for c in _COLUMNS)
     adapt = _row_adapter()
-    created: list[str] = []
+    buckets: dict[str, tuple] = {}
+    for tx_hash, election_id, constituency_id, _, _, hour, _, _ in values:
+        buckets.setdefault(tx_hash, (election_id, constituency_id, hour))
+    created: dict[tuple, int] = {}
     with connection.cursor() as cursor:
         for start in range(0, len(values), INSERT_BATCH):
             chunk = values[start : start + INSERT_BATCH]
@@ -214,7 +227,9 @@ def _insert_ignoring_duplicates(values: list[tuple]) -> list[str]:
                 f"ON CONFLICT (tx_hash) DO NOTHING RETURNING tx_hash",
                 params,
             )
-            created.extend(row[0] for row in cursor.fetchall())
+            for (tx_hash,) in cursor.fetchall():
+                bucket = buckets[tx_hash]
+                created[bucket] = created.get(bucket, 0) + 1
     return created
 
 
@@ -222,8 +237,10 @@ _STAGE = "elections_transaction_stage"
 _STAGE_TYPES = ("int4", "varchar", "int8", "int8", "varchar", "timestamptz", "timestamptz", "int8", "timestamptz")
 
 
-def _insert_ignoring_duplicates_copy(values: list[tuple]) -> list[str]:
-    """PostgreSQL: COPY into a session temp table, then one INSERT ... SELECT per call.
+def _insert_ignoring_duplicates_copy(values: list[tuple]) -> dict[tuple, int]:
+    """PostgreSQL: COPY into a session temp table, then one INSERT ... SELECT per call,
+    which answers with the inserted rows counted per bucket (a few thousand rows instead
+    of one per transaction).
 
     Subtle: the stage table lives as long as the connection and is emptied by the same
     statement that moves its rows (DELETE ... RETURNING in a CTE), so a second call within
@@ -245,14 +262,16 @@ def _insert_ignoring_duplicates_copy(values: list[tuple]) -> list[str]:
             # CPU than formatting datetimes as text.
             with cursor.cursor.copy(f"COPY {_STAGE} (ord, {columns}) FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types(_STAGE_TYPES)
+                write_row = copy.write_row
                 for ord_, row in enumerate(values):
-                    copy.write_row((ord_, *row))
+                    write_row((ord_, *row))
         cursor.execute(
-            f"WITH staged AS (DELETE FROM {_STAGE} RETURNING *) "
-            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM staged ORDER BY ord "
-            f"ON CONFLICT (tx_hash) DO NOTHING RETURNING tx_hash"
+            f"WITH staged AS (DELETE FROM {_STAGE} RETURNING *), "
+            f"inserted AS (INSERT INTO {table} ({columns}) SELECT {columns} FROM staged ORDER BY ord "
+            f"ON CONFLICT (tx_hash) DO NOTHING RETURNING election_id, constituency_id, hour) "
+            f"SELECT election_id, constituency_id, hour, count(*) FROM inserted GROUP BY 1, 2, 3"
         )
-        return [row[0] for row in cursor.fetchall()]
+        return {(election_id, constituency_id, hour): n for election_id, constituency_id, hour, n in cursor.fetchall()}
 
 
 def _row_adapter() -> Callable[[tuple], tuple]:
@@ -289,9 +308,20 @@ def _row_adapter() -> Callable[[tuple], tuple]:
 def constituency_lookup_by_id(ids: Iterable) -> Callable:
     """A lookup for API items, which name constituencies by id; one query for the batch."""
     wanted = {pk for pk in map(_as_id, ids) if pk is not None}
-    found = Constituency.objects.in_bulk(wanted) if wanted else {}
+    found = (
+        {
+            pk: ConstituencyRef(pk, election_id, code)
+            for pk, election_id, code in Constituency.objects.filter(pk__in=wanted)
+            .order_by()
+            .values_list("id", "election_id", "code")
+        }
+        if wanted
+        else {}
+    )
 
     def lookup(value):
+        if type(value) is int:  # a JSON integer: any other id is simply not among the keys
+            return found.get(value)
         pk = _as_id(value)
         return None if pk is None else found.get(pk)
 
@@ -300,6 +330,8 @@ def constituency_lookup_by_id(ids: Iterable) -> Callable:
 
 def _as_id(value) -> int | None:
     """An integer id in the database's range (an out-of-range one would crash the query)."""
+    if type(value) is int:
+        return value if 0 < value <= BLOCK_NUMBER_MAX else None
     if isinstance(value, bool) or isinstance(value, float):
         return None
     try:

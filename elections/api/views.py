@@ -1,4 +1,3 @@
-from django.db import transaction as db_transaction
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -152,9 +151,10 @@ class TransactionViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             item.get("constituency") for item in items if isinstance(item, dict)
         )
         rows, errors = [], []
+        parse, append = services.transaction_row_parse, rows.append
         for index, item in enumerate(items):
             try:
-                rows.append(services.transaction_row_parse(item, constituency_lookup=lookup))
+                append(parse(item, constituency_lookup=lookup))
             except services.RowError as error:
                 errors.append({"index": index, "field": error.field, "message": error.message})
         if errors:
@@ -167,7 +167,6 @@ class TransactionViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
                 },
                 status=status.HTTP_400_BAD_REQUEST,
             )
-        with db_transaction.atomic():
-            result = services.transactions_ingest(rows=rows)
+        result = services.transactions_ingest(rows=rows)  # all-or-nothing by itself
         body = BulkIngestResultSerializer({"created": result.created, "duplicates": result.duplicates}).data
         return Response(body, status=status.HTTP_201_CREATED)
