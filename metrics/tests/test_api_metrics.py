@@ -12,6 +12,7 @@ from django.utils import timezone
 from election_monitor.throttling import FailOpenAnonRateThrottle
 from elections.tests.factories import ConstituencyFactory, ElectionFactory
 from metrics import selectors
+from metrics.cache import metrics_cache
 from metrics.tests.test_selectors import ZONES, as_utc, ingest_and_recompute, seeded_election
 
 pytestmark = pytest.mark.django_db
@@ -246,6 +247,26 @@ def test_cached_reads_send_an_etag_and_answer_304(api_client, name, kwargs):
     stale = api_client.get(url, params, HTTP_IF_NONE_MATCH='"not-the-current-one"')
     assert stale.status_code == 200
     assert stale.json() == first.json()
+
+
+def test_a_cached_read_answers_the_same_bytes_in_every_negotiated_form(api_client):
+    """A hit sends the JSON rendered at the first read; an asked-for indent, the browsable
+    API and a read after a recompute are rendered from the data as ever."""
+    seeded = seeded_election(constituencies=5)
+    url = reverse("election-metrics", kwargs={"election_id": seeded.election.id})
+    first = api_client.get(url, HTTP_ACCEPT="application/json")
+    again = api_client.get(url)  # no Accept header: JSON, from the stored bytes
+    assert again.content == first.content
+    assert again["Content-Type"] == first["Content-Type"] == "application/json"
+    indented = api_client.get(url, HTTP_ACCEPT="application/json; indent=2")
+    assert indented.content.startswith(b'{\n  "') and indented.json() == first.json()
+    html = api_client.get(url, HTTP_ACCEPT="text/html")
+    assert html["Content-Type"].startswith("text/html")
+    assert api_client.get(url).content == first.content
+    metrics_cache.invalidate_election(seeded.election.id)
+    fresh = api_client.get(url)
+    assert fresh["ETag"] != first["ETag"]
+    assert fresh.json()["computed_at"] != first.json()["computed_at"]
 
 
 def test_a_page_etag_does_not_validate_another_page(api_client):
