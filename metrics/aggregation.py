@@ -267,7 +267,7 @@ def _recount(election: Election, scope: Scope) -> dict[tuple[int, datetime], tup
         .values("constituency_id", "hour")
         .annotate(
             # Counting a NOT NULL column of the covering index, not ``id``, keeps the scan
-            # index-only (``kind`` and ``timestamp`` are included in tx_constituency_hour).
+            # index-only (``kind`` and ``timestamp`` are included in tx_constituency_hour_cov).
             bulletins=Count("kind", filter=Q(kind=TransactionKind.BULLETIN_ISSUED)),
             votes=Count("kind", filter=Q(kind=TransactionKind.VOTE_CAST)),
             total=Count("kind"),
