@@ -192,12 +192,18 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
                 plan.deleted_ids.append(pk)
                 gone = plan.series[key[0]].pop(key[1])
                 _delta_add(totals_delta[key[0]], gone, sign=-1)
+        minutes_in = {
+            h: velocity_minutes(h, starts_at=election.starts_at, ends_at=election.ends_at, now=now)
+            for h in changed_hours
+        }
         for (c, h), (bulletins, votes, total, outside) in counts.items():
-            minutes = velocity_minutes(h, starts_at=election.starts_at, ends_at=election.ends_at, now=now)
+            minutes = minutes_in[h]
             row = plan.series[c].get(h) or _Row(None, 0, 0, 0, 0.0, 0.0, 0.0, 0)
-            _delta_add(totals_delta[c], row, sign=-1)
+            if scope.totals_by_delta:
+                _delta_add(totals_delta[c], row, sign=-1)
             row.bulletins, row.votes, row.total, row.outside = bulletins, votes, total, outside
-            _delta_add(totals_delta[c], row, sign=1)
+            if scope.totals_by_delta:
+                _delta_add(totals_delta[c], row, sign=1)
             row.bulletin_velocity, row.vote_velocity = bulletins / minutes, votes / minutes
             row.recounted = True
             plan.series[c][h] = row
