@@ -1,6 +1,7 @@
 """The metrics read endpoints over HTTP: every number against the reference, caching with
 ETags, permissions and throttling, and a query budget that does not grow with the election."""
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -8,6 +9,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from rest_framework.request import Request
+from rest_framework.test import APIRequestFactory
 
 from election_monitor.throttling import FailOpenAnonRateThrottle
 from elections.tests.factories import ConstituencyFactory, ElectionFactory
@@ -331,12 +334,66 @@ def test_anonymous_reads_follow_the_setting(api_client, reader_client, settings)
     assert api_client.get(url).status_code == 200
 
 
-def test_anonymous_reads_are_throttled(api_client, reader_client, monkeypatch):
+class Clock:
+    """The throttle's clock, set by the test (the counters live in the real cache)."""
+
+    def __init__(self, now: float):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def throttle_clock(monkeypatch):
+    clock = Clock(1_700_000_000.0)  # 20 s into a minute
+    monkeypatch.setattr(FailOpenAnonRateThrottle, "timer", clock)
     monkeypatch.setattr(FailOpenAnonRateThrottle, "THROTTLE_RATES", {"anon": "3/minute"})
+    return clock
+
+
+def test_anonymous_reads_are_throttled(api_client, reader_client, throttle_clock):
     url = reverse("dashboard-summary")
     assert [api_client.get(url).status_code for _ in range(4)] == [200, 200, 200, 429]
-    assert "throttled" in api_client.get(url).json()["detail"]
+    refused = api_client.get(url)
+    assert "throttled" in refused.json()["detail"]
+    assert refused["Retry-After"] == "40"  # the rest of the minute
     assert reader_client.get(url).status_code == 200  # authenticated readers are not
+    throttle_clock.now += 40
+    assert api_client.get(url).status_code == 200  # a new window
+
+
+def test_concurrent_anonymous_requests_are_each_counted(throttle_clock):
+    """The count is one atomic increment per request: workers racing on the same client lose
+    no request (a read-then-write history would)."""
+    throttle_clock.now += 0.5
+    request = APIRequestFactory().get("/api/metrics/dashboard/summary/", REMOTE_ADDR="203.0.113.9")
+    request.user = None
+    allowed = []
+
+    def hit():
+        for _ in range(5):
+            allowed.append(FailOpenAnonRateThrottle().allow_request(Request(request), None))
+
+    threads = [threading.Thread(target=hit) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert allowed.count(True) == 3 and len(allowed) == 30
+
+
+def test_the_throttle_lets_requests_through_when_the_cache_is_down(api_client, settings, throttle_clock, caplog):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": "redis://127.0.0.1:6390/0",  # nothing listens: connections are refused
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2},
+        }
+    }
+    url = reverse("dashboard-summary")
+    assert [api_client.get(url).status_code for _ in range(5)] == [200] * 5
+    assert any("not throttling" in record.getMessage() for record in caplog.records)
 
 
 def test_every_read_route_renders_in_the_browsable_api(api_client):
