@@ -279,9 +279,10 @@ def _recount(election: Election, scope: Scope) -> dict[tuple[int, datetime], tup
             total=Count("kind"),
             outside=Count("kind", filter=outside),
         )
+        .values_list("constituency_id", "hour", "bulletins", "votes", "total", "outside")
         .order_by()
     )
-    return {(r["constituency_id"], r["hour"]): (r["bulletins"], r["votes"], r["total"], r["outside"]) for r in rows}
+    return {(c, h): counts for c, h, *counts in rows}
 
 
 def _load_series(election_id: int, scope: Scope, touched: set[int], since: datetime | None) -> _Plan:
