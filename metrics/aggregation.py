@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import connection, models, transaction
-from django.db.models import BooleanField, Count, Q, Sum
+from django.db.models import BooleanField, Case, Count, IntegerField, Q, Sum, Value, When
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -233,18 +233,18 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
         # Peers outside ``touched`` only had their spike re-judged: their other anomalies are
         # unchanged, so their count moves by exactly the spike that came or went.
         peer_updates = [
-            (pk, stored + _spike_delta(c, h, existing, desired), now)
+            (pk, stored + delta, c)
             for pk, c, h, _, stored in peers_outside
-            if _spike_delta(c, h, existing, desired)
+            if (delta := _spike_delta(c, h, existing, desired))
         ]
 
-        _write(plan.deleted_ids, stale_ids, upserts, hourly_rows, peer_updates)
+        _write(plan.deleted_ids, stale_ids, upserts, hourly_rows, [(pk, n, now) for pk, n, _ in peer_updates])
         result.rows_written = sum(map(len, hourly_rows)) + len(peer_updates)
         result.rows_deleted = len(plan.deleted_ids)
         result.anomalies_written = len(upserts)
         result.anomalies_deleted = len(stale_ids)
 
-        refresh = touched | {c for _, c, h, _, _ in peers_outside if _spike_delta(c, h, existing, desired)}
+        refresh = touched | {c for _, _, c in peer_updates}
         if not scope.totals_by_delta:
             result.constituencies_refreshed = constituency_metrics_refresh(
                 election_id=election_id, constituency_ids=None if scope.whole_election else refresh, voters=voters, now=now
@@ -317,15 +317,23 @@ def _load_series(election_id: int, scope: Scope, touched: set[int], since: datet
 
 
 def _load_other_peers(election_id: int, scope: Scope, touched: set[int], hours: set[datetime]) -> list[tuple]:
-    """Rows of untouched constituencies in the touched hours: the peers a spike is judged against."""
+    """Rows of untouched constituencies in the touched hours: the peers a spike is judged against.
+
+    Subtle: each row's hour comes back as its position in ``hours``, not as a timestamp:
+    decoding thousands of timestamptz values into aware datetimes was a fifth of a
+    one-bucket flush (bench, issue 6)."""
     if not hours:
         return []
-    return list(
-        HourlyStats.objects.filter(election_id=election_id, hour__in=sorted(hours))
+    hours = sorted(hours)
+    slot = Case(*(When(hour=h, then=Value(i)) for i, h in enumerate(hours)), output_field=IntegerField())
+    rows = (
+        HourlyStats.objects.filter(election_id=election_id, hour__in=hours)
         .exclude(constituency_id__in=sorted(touched))
-        .values_list("id", "constituency_id", "hour", "votes_cast", "anomaly_count")
+        .annotate(slot=slot)
+        .values_list("id", "constituency_id", "slot", "votes_cast", "anomaly_count")
         .order_by()
     )
+    return [(pk, c, hours[i], votes, n) for pk, c, i, votes, n in rows]
 
 
 def _constituency_rows(election_id: int, scope: Scope, ids: set[int]) -> dict[int, tuple[int, int, int, int]]:
