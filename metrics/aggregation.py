@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 WRITE_BATCH = 2000
 UPSERT_BATCH = 20000  # rows per unnest upsert: one statement's arrays, a few MB
+STAGE_MIN_ROWS = 5000  # from here an upsert stages its rows by COPY instead of arrays
 IN_LIST_MAX = 200  # ids in one IN (...) filter before loading the election's rows is cheaper
 HOURLY_FIELDS = list(HOURLY_COMPUTED_FIELDS)
 HOURLY_ROW_FIELDS = ["election", "constituency", "hour", *HOURLY_FIELDS]
@@ -551,22 +552,27 @@ def rows_insert(model, fields: list[str], rows: list[tuple]) -> None:
             batch_size=WRITE_BATCH,
         )
         return
-    quote = connection.ops.quote_name
-    names = ", ".join(quote(column.column) for column in columns)
     with connection.cursor() as cursor, connection.wrap_database_errors:
-        with cursor.cursor.copy(f"COPY {quote(model._meta.db_table)} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types([column.db_type(connection).split("(")[0] for column in columns])
-            write_row = copy.write_row
-            for row in rows:
-                write_row(row)
+        _copy_rows(cursor, connection.ops.quote_name(model._meta.db_table), columns, rows)
+
+
+def _copy_rows(cursor, table: str, columns, rows: list[tuple]) -> None:
+    names = ", ".join(connection.ops.quote_name(column.column) for column in columns)
+    with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types([column.db_type(connection).split("(")[0] for column in columns])
+        write_row = copy.write_row
+        for row in rows:
+            write_row(row)
 
 
 def rows_upsert(model, fields: list[str], rows: list[tuple], *, unique: list[str], update: list[str] = ()) -> None:
     """Insert ``rows`` (tuples in ``fields`` order); on a conflict of ``unique`` set the
     ``update`` fields (default: all the others) of the stored row instead.
 
-    On PostgreSQL one ``INSERT ... SELECT FROM unnest(arrays) ON CONFLICT DO UPDATE`` per
-    batch, straight from the tuples, not one model object and one parameter per value."""
+    On PostgreSQL one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` per batch, straight
+    from the tuples, not one model object and one parameter per value: from arrays for a
+    few rows, from a binary COPY into a temporary table for many (a re-run of a full
+    recompute rewrites every row: arrays built in Python cost 3x the COPY; bench, issue 6)."""
     if not rows:
         return
     columns = [model._meta.get_field(name) for name in fields]
@@ -581,13 +587,21 @@ def rows_upsert(model, fields: list[str], rows: list[tuple], *, unique: list[str
         )
         return
     quote = connection.ops.quote_name
-    sql = (
-        f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(column.column) for column in columns)}) "
-        f"SELECT * FROM unnest({_arrays_sql(columns)}) "
+    table = quote(model._meta.db_table)
+    names = ", ".join(quote(column.column) for column in columns)
+    on_conflict = (
         f"ON CONFLICT ({', '.join(quote(model._meta.get_field(name).column) for name in unique)}) DO UPDATE SET "
         + ", ".join(f"{quote(column.column)} = EXCLUDED.{quote(column.column)}" for column in updated)
     )
-    with connection.cursor() as cursor:
+    with connection.cursor() as cursor, connection.wrap_database_errors:
+        if len(rows) >= STAGE_MIN_ROWS and all(isinstance(column, _PLAIN_FIELDS) for column in columns):
+            stage = quote(f"{model._meta.db_table}_stage")
+            cursor.execute(f"CREATE TEMPORARY TABLE {stage} ON COMMIT DROP AS SELECT {names} FROM {table} WITH NO DATA")
+            _copy_rows(cursor, stage, columns, rows)
+            cursor.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage} {on_conflict}")
+            cursor.execute(f"DROP TABLE {stage}")
+            return
+        sql = f"INSERT INTO {table} ({names}) SELECT * FROM unnest({_arrays_sql(columns)}) {on_conflict}"
         for start in range(0, len(rows), UPSERT_BATCH):
             cursor.execute(sql, _arrays(columns, rows[start : start + UPSERT_BATCH]))
 

@@ -9,6 +9,7 @@ from django.db import OperationalError, connection, connections
 
 from elections.models import Constituency
 from elections.tests.factories import ConstituencyFactory, ElectionFactory
+from metrics import aggregation
 from metrics.aggregation import Scope, metrics_recompute
 from metrics.models import Anomaly, AnomalyKind, HourlyStats
 from metrics.pipeline import dirty_buckets_flush
@@ -232,6 +233,10 @@ def _full_rows(election_id: int) -> tuple[list, list]:
     )
 
 
+def _by_bucket(rows: list[dict]) -> dict:
+    return {(r["constituency_id"], r["hour"]): {k: v for k, v in r.items() if k != "id"} for r in rows}
+
+
 @pytest.mark.django_db
 def test_running_the_same_recompute_twice_gives_identical_rows():
     t = _busy_election()
@@ -245,6 +250,27 @@ def test_running_the_same_recompute_twice_gives_identical_rows():
     metrics_recompute(election_id=t.election.id, scope=Scope.election(), now=now)
 
     assert _full_rows(t.election.id) == first  # same ids, values and detected_at: nothing duplicated
+    t.check(now)
+
+
+@pytest.mark.django_db
+def test_large_writes_staged_by_copy_give_the_same_rows(monkeypatch):
+    """Every write through the path PostgreSQL takes for large batches (the embedded default
+    runs the same test through the ORM)."""
+    t = _busy_election()
+    now = T0 + 5 * HOUR
+    t.flush(now)
+    first = _full_rows(t.election.id)
+    monkeypatch.setattr(aggregation, "STAGE_MIN_ROWS", 1)
+    HourlyStats.objects.filter(election_id=t.election.id, hour=T0 + HOUR).delete()
+    metrics_recompute(election_id=t.election.id, scope=Scope.election(), now=now)
+
+    hourly, found = _full_rows(t.election.id)
+    assert _by_bucket(hourly) == _by_bucket(first[0])  # the deleted hour's rows are back, with new ids
+    assert found == first[1]
+    t.add(1, "vote_cast", T0 + 2 * HOUR + timedelta(minutes=5), n=40)
+    t.flush(now)
+    metrics_recompute(election_id=t.election.id, scope=Scope.election(), now=now)
     t.check(now)
 
 
