@@ -106,7 +106,7 @@ class Bench:
             pg = cursor.fetchone()[0].split(" on ")[0]
             settings = []
             for name in ("shared_buffers", "work_mem", "maintenance_work_mem", "max_parallel_workers_per_gather",
-                         "synchronous_commit", "effective_cache_size"):
+                         "synchronous_commit", "effective_cache_size", "autovacuum", "jit", "random_page_cost"):
                 cursor.execute(f"SHOW {name}")
                 settings.append(f"{name}={cursor.fetchone()[0]}")
         redis_version = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"]).info("server")["redis_version"]

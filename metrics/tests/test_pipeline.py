@@ -5,6 +5,7 @@ import logging
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
@@ -121,6 +122,23 @@ def test_flush_in_batches_hands_over_when_its_time_is_spent(election, constituen
     assert consumed == 4
     assert marks(election) == 0
     stats_match(election)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_flush_vacuums_the_marks_it_consumed(election, constituencies):
+    metrics_cache.delete("metrics:marks-vacuum")
+    transactions_ingest(rows=rows_for(election, constituencies, 60), defer_flush=True)
+    assert pipeline.dirty_buckets_flush_all(election_id=election.id) > 0
+    if connection.vendor != "postgresql":
+        assert pipeline.marks_table_vacuum() is False  # nothing to vacuum on SQLite
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute("SELECT n_dead_tup, last_vacuum FROM pg_stat_user_tables WHERE relname = 'metrics_dirtybucket'")
+        dead, last_vacuum = cursor.fetchone()
+    assert last_vacuum is not None and dead == 0
+    # At most one vacuum per interval, however many flushes run.
+    assert pipeline.marks_table_vacuum() is False
 
 
 def test_flush_of_a_deleted_election_is_a_no_op(db):
