@@ -94,12 +94,13 @@ def state_settle(election_id: int) -> None:
     if not hourly_rows(election_id):
         election_recompute(election_id=election_id)
     dirty_buckets_flush_all(election_id=election_id, time_budget=600)
-    # What autovacuum does within a minute of a big write: without it the planner still
-    # believes the metrics tables are as small as before the backfill (see PERFORMANCE.md).
+    # What autovacuum does within a minute of a big write (done here because a machine may
+    # run with it off): without it the planner still believes the metrics tables are as
+    # small as before the backfill, and dead rows of the rewrite linger (see PERFORMANCE.md).
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE metrics_hourlystats")
-        cursor.execute("ANALYZE metrics_anomaly")
-        cursor.execute("ANALYZE elections_constituency")
+        cursor.execute("VACUUM (ANALYZE) metrics_hourlystats")
+        cursor.execute("VACUUM (ANALYZE) metrics_anomaly")
+        cursor.execute("VACUUM (ANALYZE) elections_constituency")
 
 
 def incremental(election, *, repeats: int, warmup: int = 3, seed: int = 7) -> dict:
