@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 WRITE_BATCH = 2000
 UPSERT_BATCH = 20000  # rows per unnest upsert: one statement's arrays, a few MB
 STAGE_MIN_ROWS = 5000  # from here an upsert stages its rows by COPY instead of arrays
+VALUES_CHUNK = 5000  # bucket pairs per VALUES list on SQLite (two bound parameters each)
 IN_LIST_MAX = 200  # ids in one IN (...) filter before loading the election's rows is cheaper
 HOURLY_FIELDS = list(HOURLY_COMPUTED_FIELDS)
 HOURLY_ROW_FIELDS = ["election", "constituency", "hour", *HOURLY_FIELDS]
@@ -79,28 +80,35 @@ class Scope:
         if whole_constituencies:
             q |= Q(constituency_id__in=sorted(whole_constituencies))
         pairs = sorted((c, h) for h, ids in by_hour.items() for c in ids if c not in whole_constituencies)
-        if pairs and connection.vendor == "postgresql":
-            q |= Q(_buckets_in(pairs))
-        else:
-            for hour, ids in sorted(by_hour.items()):
-                ids -= whole_constituencies
-                if ids:
-                    q |= Q(hour=hour, constituency_id__in=sorted(ids))
+        if pairs:
+            q |= _buckets_in(pairs)
         return cls(q=q, totals_by_delta=totals_by_delta)
 
 
-def _buckets_in(pairs: list[tuple[int, datetime]]) -> RawSQL:
-    """``(constituency_id, hour) IN`` the pairs, as a semi-join against two arrays.
+def _buckets_in(pairs: list[tuple[int, datetime]]) -> Q:
+    """``(constituency_id, hour) IN`` the pairs, as one semi-join.
 
     Subtle: PostgreSQL then probes the (constituency, hour) index once per bucket, and its
     covering columns make the recount index-only; an OR of ``hour = h AND constituency_id IN
     (...)`` per hour plans as a bitmap heap scan that reads every page holding a row of the
-    buckets (a 2,000-bucket flush: 400 ms against 100 ms; bench, issue 6)."""
-    return RawSQL(
-        '("constituency_id", "hour") IN (SELECT * FROM unnest(%s::bigint[], %s::timestamptz[]))',
-        ([c for c, _ in pairs], [h for _, h in pairs]),
-        output_field=BooleanField(),
-    )
+    buckets (a 2,000-bucket flush: 400 ms against 100 ms; bench, issue 6), and SQLite
+    refuses such an OR past 1,000 hours (expression tree too deep). SQLite takes the pairs as
+    a VALUES list, in chunks that stay under its limit of bound parameters."""
+    columns = '("constituency_id", "hour") IN '
+    if connection.vendor == "postgresql":
+        condition = RawSQL(
+            columns + "(SELECT * FROM unnest(%s::bigint[], %s::timestamptz[]))",
+            ([c for c, _ in pairs], [h for _, h in pairs]),
+            output_field=BooleanField(),
+        )
+        return Q(condition)
+    q = Q(pk__in=[])
+    for start in range(0, len(pairs), VALUES_CHUNK):
+        chunk = pairs[start : start + VALUES_CHUNK]
+        params = [value for c, h in chunk for value in (c, connection.ops.adapt_datetimefield_value(h))]
+        values = ", ".join(["(%s, %s)"] * len(chunk))
+        q |= Q(RawSQL(f"{columns}(VALUES {values})", params, output_field=BooleanField()))
+    return q
 
 
 def _hour_range(since: datetime | None, until: datetime | None) -> Q:

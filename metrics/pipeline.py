@@ -22,7 +22,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, F, Q, Sum
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from elections.models import Constituency, Election, Transaction, TransactionKind
@@ -196,38 +196,44 @@ def election_sweep(*, election_id: int, now: datetime | None = None) -> dict:
     election = Election.objects.get(pk=election_id)
     hours = {*current_hours(election, now), *unsettled_velocity_hours(election=election, now=now)}
     metrics_recompute(election_id=election_id, scope=Scope.hours(hours), now=now)
-    drifted = constituency_totals_stale(election_id=election_id)
-    if drifted:
-        logger.warning("sweep: election %s had %d constituencies with stale totals; repairing", election_id, len(drifted))
-        with transaction.atomic():
-            Election.objects.select_for_update(no_key=True).get(pk=election_id)
-            constituency_metrics_refresh(election_id=election_id, constituency_ids=drifted, now=now)
     return {
         "election_id": election_id,
         "flushed_marks": flushed,
         "repaired_buckets": len(stale),
-        "repaired_constituencies": len(drifted),
+        "repaired_constituencies": constituency_totals_repair(election_id=election_id, now=now),
     }
+
+
+def constituency_totals_repair(*, election_id: int, now: datetime | None = None) -> int:
+    """Re-sum the constituencies whose totals are not the sum of their hourly rows.
+
+    Flushes move totals by deltas, so a hand edit or delete of hourly rows would otherwise
+    persist in the totals. Under the election lock: no flush moves totals meanwhile."""
+    with transaction.atomic():
+        if not Election.objects.select_for_update(no_key=True).filter(pk=election_id).exists():
+            return 0
+        drifted = constituency_totals_stale(election_id=election_id)
+        if drifted:
+            logger.warning("sweep: election %s had %d constituencies with stale totals; repairing", election_id, len(drifted))
+            constituency_metrics_refresh(election_id=election_id, constituency_ids=drifted, now=now)
+    return len(drifted)
 
 
 def constituency_totals_stale(*, election_id: int) -> set[int]:
-    """Constituencies whose stored totals are not the sum of their hourly rows. Flushes move
-    totals by deltas, so a hand edit of hourly rows would otherwise persist in the totals."""
-    summed = {
-        c: (b, v, n)
-        for c, b, v, n in HourlyStats.objects.filter(election_id=election_id)
-        .values("constituency_id")
-        .annotate(b=Sum("bulletins_issued"), v=Sum("votes_cast"), n=Sum("transaction_count"))
-        .values_list("constituency_id", "b", "v", "n")
-        .order_by()
-    }
-    return {
-        c
-        for c, b, v, n in Constituency.objects.filter(election_id=election_id).values_list(
-            "id", "total_bulletins_issued", "total_votes_cast", "total_transactions"
-        )
-        if summed.get(c, (0, 0, 0)) != (b, v, n)
-    }
+    """Constituencies whose stored totals are not the sum of their hourly rows: one
+    statement, so a flush committing meanwhile cannot make a right total look wrong."""
+    quote = connection.ops.quote_name
+    sql = (
+        f"SELECT c.id FROM {quote(Constituency._meta.db_table)} c LEFT JOIN ("
+        f"SELECT constituency_id, SUM(bulletins_issued) AS b, SUM(votes_cast) AS v, SUM(transaction_count) AS n "
+        f"FROM {quote(HourlyStats._meta.db_table)} WHERE election_id = %s GROUP BY constituency_id"
+        f") s ON s.constituency_id = c.id WHERE c.election_id = %s AND ("
+        f"c.total_bulletins_issued <> COALESCE(s.b, 0) OR c.total_votes_cast <> COALESCE(s.v, 0) "
+        f"OR c.total_transactions <> COALESCE(s.n, 0))"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [election_id, election_id])
+        return {pk for (pk,) in cursor.fetchall()}
 
 
 def unsettled_velocity_hours(*, election: Election, now: datetime) -> set[datetime]:
@@ -256,7 +262,9 @@ def active_elections_sweep(*, now: datetime | None = None) -> list[dict]:
     reports = [election_sweep(election_id=pk, now=now) for pk in active]
     leftover = DirtyBucket.objects.exclude(election_id__in=active).values_list("election_id", flat=True)
     for pk in sorted(set(leftover.distinct().order_by())):
-        reports.append({"election_id": pk, "flushed_marks": dirty_buckets_flush_all(election_id=pk)})
+        flushed = dirty_buckets_flush_all(election_id=pk)
+        repaired = constituency_totals_repair(election_id=pk, now=now)
+        reports.append({"election_id": pk, "flushed_marks": flushed, "repaired_constituencies": repaired})
     return reports
 
 
