@@ -33,6 +33,7 @@ from metrics.aggregation import (
     constituency_metrics_refresh,
     current_hours,
     metrics_recompute,
+    rows_insert,
 )
 from metrics.cache import metrics_cache
 from metrics.models import DirtyBucket, HourlyStats
@@ -45,20 +46,11 @@ MARKS_VACUUM_INTERVAL = 10  # seconds
 
 def buckets_mark_dirty(*, election_id: int, buckets: Iterable[tuple[int | None, datetime | None]]) -> int:
     """Durably record that these buckets need a recompute. Call inside the writing transaction."""
-    buckets = set(buckets)
-    if connection.vendor == "postgresql" and buckets:
-        # One statement from two arrays: a 10,000-item API list marks up to one bucket per
-        # constituency, and building and binding thousands of model rows was a sixth of the
-        # request (2,000 marks: 159 ms with bulk_create, 42 ms this way; bench, issue 6).
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "INSERT INTO metrics_dirtybucket (election_id, constituency_id, hour, created_at) "
-                "SELECT %s, m.c, m.h, %s FROM unnest(%s::bigint[], %s::timestamptz[]) AS m(c, h)",
-                [election_id, timezone.now(), [c for c, _ in buckets], [h for _, h in buckets]],
-            )
-        return len(buckets)
-    marks = [DirtyBucket(election_id=election_id, constituency_id=c, hour=h) for c, h in buckets]
-    DirtyBucket.objects.bulk_create(marks, batch_size=2000)
+    now = timezone.now()
+    # A 10,000-item API list marks thousands of buckets: on PostgreSQL rows_insert loads
+    # them by binary COPY (7,400 marks: 4 ms, against 40-80 ms as bound arrays; bench, issue 6).
+    marks = [(election_id, c, h, now) for c, h in set(buckets)]
+    rows_insert(DirtyBucket, ["election", "constituency", "hour", "created_at"], marks)
     return len(marks)
 
 
