@@ -7,7 +7,7 @@ import pytest
 from django.db import IntegrityError, transaction
 
 from elections.tests.factories import VOTING_STARTS, ConstituencyFactory, ElectionFactory
-from metrics.models import Anomaly, AnomalyKind, HourlyStats
+from metrics.models import Anomaly, AnomalyKind, DirtyBucket, HourlyStats
 from metrics.tests.factories import AnomalyFactory, HourlyStatsFactory
 
 pytestmark = pytest.mark.django_db
@@ -50,6 +50,19 @@ def test_deleting_a_constituency_deletes_its_stats_and_anomalies(constituencies)
 
     assert list(HourlyStats.objects.values_list("id", flat=True)) == [kept.id]
     assert not Anomaly.objects.exists()
+
+
+def test_deleting_a_constituency_or_an_election_deletes_their_dirty_marks(constituencies):
+    """Marks carry no database constraint (metrics.models.DirtyBucket): the ORM cascade must."""
+    election = constituencies[0].election
+    for c in constituencies[:2]:
+        DirtyBucket.objects.create(election=election, constituency=c, hour=VOTING_STARTS)
+    DirtyBucket.objects.create(election=election, constituency=None, hour=None)
+
+    constituencies[0].delete()
+    assert set(DirtyBucket.objects.values_list("constituency_id", flat=True)) == {constituencies[1].id, None}
+    election.delete()
+    assert not DirtyBucket.objects.exists()
 
 
 # --- CRUD -----------------------------------------------------------------------------------
