@@ -246,8 +246,16 @@ class ErrorSerializer(serializers.Serializer):
 
 
 class RecomputeRequestSerializer(serializers.Serializer):
-    election = serializers.PrimaryKeyRelatedField(queryset=Election.objects.all(), required=False)
-    constituency = serializers.PrimaryKeyRelatedField(queryset=Constituency.objects.all(), required=False)
+    election = serializers.PrimaryKeyRelatedField(
+        queryset=Election.objects.all(), required=False,
+        error_messages={"does_not_exist": "No election with id {pk_value}.",
+                        "incorrect_type": "An election id is an integer; got {data_type}."},
+    )  # fmt: skip
+    constituency = serializers.PrimaryKeyRelatedField(
+        queryset=Constituency.objects.all(), required=False,
+        error_messages={"does_not_exist": "No constituency with id {pk_value}.",
+                        "incorrect_type": "A constituency id is an integer; got {data_type}."},
+    )  # fmt: skip
 
     def validate(self, attrs):
         election, constituency = attrs.get("election"), attrs.get("constituency")
