@@ -241,19 +241,19 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
         hourly_rows = _hourly_rows_to_write(election_id, plan, voters, kinds_after, now)
         # Peers outside ``touched`` only had their spike re-judged: their other anomalies are
         # unchanged, so their count moves by exactly the spike that came or went.
-        peer_updates = [
-            (pk, stored + delta, c)
-            for pk, c, h, _, stored in peers_outside
-            if (delta := _spike_delta(c, h, existing, desired))
-        ]
+        peer_updates, peers_rejudged = [], set()
+        for pk, c, h, _, stored in peers_outside:
+            if delta := _spike_delta(c, h, existing, desired):
+                peer_updates.append((pk, stored + delta, now))
+                peers_rejudged.add(c)
 
-        _write(plan.deleted_ids, stale_ids, upserts, hourly_rows, [(pk, n, now) for pk, n, _ in peer_updates])
+        _write(plan.deleted_ids, stale_ids, upserts, hourly_rows, peer_updates)
         result.rows_written = sum(map(len, hourly_rows)) + len(peer_updates)
         result.rows_deleted = len(plan.deleted_ids)
         result.anomalies_written = len(upserts)
         result.anomalies_deleted = len(stale_ids)
 
-        refresh = touched | {c for _, _, c in peer_updates}
+        refresh = touched | peers_rejudged
         if not scope.totals_by_delta:
             result.constituencies_refreshed = constituency_metrics_refresh(
                 election_id=election_id, constituency_ids=None if scope.whole_election else refresh, voters=voters, now=now
@@ -530,8 +530,7 @@ def rows_update(model, fields: list[str], rows: list[tuple]) -> None:
     pk = model._meta.pk
     columns = [pk, *(model._meta.get_field(name) for name in fields)]
     if connection.vendor != "postgresql":
-        objs = [model(**{column.attname: value for column, value in zip(columns, row)}) for row in rows]
-        model.objects.bulk_update(objs, fields, batch_size=500)
+        model.objects.bulk_update(_objects(model, columns, rows), fields, batch_size=500)
         return
     quote = connection.ops.quote_name
     names = ", ".join(quote(column.column) for column in columns)
@@ -556,7 +555,7 @@ def rows_insert(model, fields: list[str], rows: list[tuple]) -> None:
     columns = [model._meta.get_field(name) for name in fields]
     if connection.vendor != "postgresql":
         model.objects.bulk_create(
-            [model(**{column.attname: value for column, value in zip(columns, row)}) for row in rows],
+            _objects(model, columns, rows),
             batch_size=WRITE_BATCH,
         )
         return
@@ -587,7 +586,7 @@ def rows_upsert(model, fields: list[str], rows: list[tuple], *, unique: list[str
     updated = [column for column in columns if (column.name in update if update else column.name not in unique)]
     if connection.vendor != "postgresql":
         model.objects.bulk_create(
-            [model(**{column.attname: value for column, value in zip(columns, row)}) for row in rows],
+            _objects(model, columns, rows),
             batch_size=WRITE_BATCH,
             update_conflicts=True,
             unique_fields=unique,
@@ -616,6 +615,11 @@ def rows_upsert(model, fields: list[str], rows: list[tuple], *, unique: list[str
 
 # Values the driver adapts as they are; anything else (JSON, say) goes through the field.
 _PLAIN_FIELDS = (models.IntegerField, models.FloatField, models.DateTimeField, models.ForeignKey, models.CharField)
+
+
+def _objects(model, columns, rows: list[tuple]) -> list:
+    """Model instances of the rows, for the ORM's bulk paths on SQLite."""
+    return [model(**{column.attname: value for column, value in zip(columns, row)}) for row in rows]
 
 
 def _arrays_sql(columns) -> str:
