@@ -14,7 +14,7 @@ def _isolated_cache(settings):
     from django.core.cache import cache
 
     cache.clear()
-    yield
+    return
 
 
 @pytest.fixture(autouse=True)

@@ -19,8 +19,17 @@ from bench.servers import http_get_json, http_post
 
 
 def freshness_measure(
-    *, port: int, token: str, election, constituency_ids: list[int], rate: float, seconds: float,
-    batch: int, poll: float = 0.05, drain_timeout: float = 60.0, seed: int = 11,
+    *,
+    port: int,
+    token: str,
+    election,
+    constituency_ids: list[int],
+    rate: float,
+    seconds: float,
+    batch: int,
+    poll: float = 0.05,
+    drain_timeout: float = 60.0,
+    seed: int = 11,
 ) -> dict:
     rng = random.Random(seed)
     path = f"/api/metrics/election/{election.id}/"

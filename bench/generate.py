@@ -28,11 +28,11 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone as dt_timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench import env  # noqa: E402
+from bench import env
 
 env.prepare()
 
@@ -43,7 +43,7 @@ from django.db import connection, transaction  # noqa: E402
 from elections.models import Constituency, Election  # noqa: E402
 from elections.timebuckets import zone  # noqa: E402
 
-UTC = dt_timezone.utc
+UTC = UTC
 # Relative activity by local hour of day (0-23) in a 24-hour remote-voting window.
 HOUR_CURVE = [0.3, 0.15, 0.1, 0.1, 0.1, 0.2, 0.6, 1.5, 4, 7, 9, 9.5, 9, 8, 7, 6.5, 6.5, 7.5, 8.5, 8, 5, 2.5, 1.2, 0.6]
 DAY_WEIGHT = [1.25, 0.85, 1.0, 1.0, 1.0]
@@ -66,7 +66,9 @@ class ElectionShape:
     def window(self) -> tuple[datetime, datetime]:
         tz = zone(self.timezone)
         starts = datetime(self.first_day.year, self.first_day.month, self.first_day.day, 8, tzinfo=tz)
-        ends = datetime.combine(self.first_day + timedelta(days=self.days - 1), datetime.min.time(), tz).replace(hour=20)
+        ends = datetime.combine(self.first_day + timedelta(days=self.days - 1), datetime.min.time(), tz).replace(
+            hour=20
+        )
         return starts.astimezone(UTC), ends.astimezone(UTC)
 
 
@@ -254,13 +256,17 @@ class IndexesSuspended:
 def election_create(shape: ElectionShape, plan: Plan) -> tuple[Election, list[int], list[str]]:
     starts, ends = shape.window
     election = Election.objects.create(
-        code=shape.code, name=f"Benchmark election {shape.code}", timezone=shape.timezone, starts_at=starts, ends_at=ends
+        code=shape.code,
+        name=f"Benchmark election {shape.code}",
+        timezone=shape.timezone,
+        starts_at=starts,
+        ends_at=ends,
     )
     codes = [f"{i + 1:05d}" for i in range(shape.constituencies)]
     Constituency.objects.bulk_create(
         [
             Constituency(election=election, code=code, name=f"Constituency {code}", registered_voters=voters)
-            for code, voters in zip(codes, plan.registered)
+            for code, voters in zip(codes, plan.registered, strict=False)
         ],
         batch_size=2000,
     )
@@ -291,7 +297,9 @@ def election_generate(shape: ElectionShape, *, compute_metrics: bool = True, pro
         with cursor.copy(f"COPY elections_transaction ({', '.join(COPY_COLUMNS)}) FROM STDIN") as copy:
             buffer = io.StringIO()
             for ci, rows in transactions_synthesize(shape, plan, clock, rng):
-                buffer.write(copy_lines(rows, election_id=election.id, constituency_id=ids[ci], clock=clock, received=received))
+                buffer.write(
+                    copy_lines(rows, election_id=election.id, constituency_id=ids[ci], clock=clock, received=received)
+                )
                 written += len(rows)
                 if buffer.tell() >= CHUNK:
                     copy.write(buffer.getvalue())
@@ -346,7 +354,9 @@ def ingest_files_write(shape: ElectionShape, *, csv_path: str, copy_path: str, e
         for ci, rows in transactions_synthesize(shape, plan, clock, rng):
             rows = [("0000" + h[4:], kind, ts, block) for h, kind, ts, block in rows]
             csv_file.write(csv_lines(rows, constituency_code=codes[ci], clock=clock))
-            copy_file.write(copy_lines(rows, election_id=election_id, constituency_id=ids[ci], clock=clock, received=received))
+            copy_file.write(
+                copy_lines(rows, election_id=election_id, constituency_id=ids[ci], clock=clock, received=received)
+            )
             written += len(rows)
     return written
 
@@ -358,7 +368,9 @@ def main(argv=None) -> int:
     parser.add_argument("--transactions", type=int, default=10_000_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timezone", default="Europe/Moscow")
-    parser.add_argument("--first-day", type=date.fromisoformat, default=date(2026, 9, 18), help="local date voting opens")
+    parser.add_argument(
+        "--first-day", type=date.fromisoformat, default=date(2026, 9, 18), help="local date voting opens"
+    )
     parser.add_argument("--no-metrics", action="store_true", help="load only; leave metrics uncomputed")
     args = parser.parse_args(argv)
     code = args.code or f"bench-{args.constituencies}c-{args.transactions}tx"

@@ -45,11 +45,13 @@ def raw_copy(copy_path: Path) -> float:
     """COPY of pre-rendered rows (ids resolved, hour derived) into the transaction table with
     all its indexes and foreign keys: what PostgreSQL alone can take."""
     started = time.perf_counter()
-    with connection.cursor() as cursor:
-        with cursor.copy(f"COPY elections_transaction ({', '.join(generate.COPY_COLUMNS)}) FROM STDIN") as copy:
-            with open(copy_path, "rb") as source:
-                while chunk := source.read(generate.CHUNK):
-                    copy.write(chunk)
+    with (
+        connection.cursor() as cursor,
+        cursor.copy(f"COPY elections_transaction ({', '.join(generate.COPY_COLUMNS)}) FROM STDIN") as copy,
+        open(copy_path, "rb") as source,
+    ):
+        while chunk := source.read(generate.CHUNK):
+            copy.write(chunk)
     return time.perf_counter() - started
 
 
@@ -131,9 +133,7 @@ def api_bodies(copy_path: Path, *, tag: str, rows: int, batch: int, constituency
                     "block_number": int(block),
                 }
             )
-    return [
-        (json.dumps(items[i : i + batch]).encode(), len(items[i : i + batch])) for i in range(0, len(items), batch)
-    ]
+    return [(json.dumps(items[i : i + batch]).encode(), len(items[i : i + batch])) for i in range(0, len(items), batch)]
 
 
 def api_post_all(port: int, token: str, bodies: list[tuple[bytes, int]], *, clients: int) -> dict:
@@ -144,7 +144,7 @@ def api_post_all(port: int, token: str, bodies: list[tuple[bytes, int]], *, clie
     def worker(index: int):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
         try:
-            for body, count in bodies[index::clients]:
+            for body, _count in bodies[index::clients]:
                 status, payload = http_post(conn, "/api/transactions/", body, token)
                 if status != 201:
                     errors.append(f"{status}: {payload[:300]!r}")

@@ -117,7 +117,9 @@ class Results:
         if runs:
             lines += ["", "<details><summary>Every run's figures</summary>", "", *runs, "", "</details>"]
         if self.errors:
-            lines += ["", "Errors:", ""] + [f"- {key}: `{msg.splitlines()[0][:300]}`" for key, msg in self.errors.items()]
+            lines += ["", "Errors:", ""] + [
+                f"- {key}: `{msg.splitlines()[0][:300]}`" for key, msg in self.errors.items()
+            ]
         lines += ["", END]
         return "\n".join(lines)
 

@@ -26,9 +26,13 @@ def free_port() -> int:
 class Process:
     def __init__(self, name: str, argv: list[str], log_path: Path, env: dict | None = None):
         self.name, self.argv, self.log_path = name, argv, log_path
-        self.log = open(log_path, "w")
+        self.log = open(log_path, "w")  # noqa: SIM115 -- the server's log, closed in stop()
         self.proc = subprocess.Popen(
-            argv, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+            argv,
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
             start_new_session=True,
         )
 
@@ -61,8 +65,20 @@ class Gunicorn(Process):
         )
         super().__init__(
             "gunicorn",
-            [str(VENV_BIN / "gunicorn"), "election_monitor.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
-             "--workers", str(workers), "--worker-class", "sync", "--log-level", "warning", "--timeout", "120"],
+            [
+                str(VENV_BIN / "gunicorn"),
+                "election_monitor.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                str(workers),
+                "--worker-class",
+                "sync",
+                "--log-level",
+                "warning",
+                "--timeout",
+                "120",
+            ],
             log_dir / "gunicorn.log",
         )
         self.wait_ready()
@@ -85,12 +101,30 @@ class Gunicorn(Process):
 
 class Worker(Process):
     def __init__(self, log_dir: Path, queue: str, concurrency: int = 1):
-        self.argv_shown = f"celery -A election_monitor worker --queues {queue} --concurrency {concurrency} --pool prefork"
+        self.argv_shown = (
+            f"celery -A election_monitor worker --queues {queue} --concurrency {concurrency} --pool prefork"
+        )
         super().__init__(
             "celery worker",
-            [str(VENV_BIN / "celery"), "-A", "election_monitor", "worker", "--queues", queue, "--concurrency",
-             str(concurrency), "--pool", "prefork", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-             "--without-heartbeat", "--hostname", f"bench-{os.getpid()}@%h"],
+            [
+                str(VENV_BIN / "celery"),
+                "-A",
+                "election_monitor",
+                "worker",
+                "--queues",
+                queue,
+                "--concurrency",
+                str(concurrency),
+                "--pool",
+                "prefork",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "--hostname",
+                f"bench-{os.getpid()}@%h",
+            ],
             log_dir / "worker.log",
         )
         self.wait_ready()
@@ -126,7 +160,9 @@ def http_get_json(port: int, path: str) -> dict:
 
 def http_post(conn: http.client.HTTPConnection, path: str, body: bytes, token: str) -> tuple[int, bytes]:
     conn.request(
-        "POST", path, body=body,
+        "POST",
+        path,
+        body=body,
         headers={"Content-Type": "application/json", "Accept": "application/json", "Authorization": f"Token {token}"},
     )
     response = conn.getresponse()

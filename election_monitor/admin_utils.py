@@ -168,7 +168,9 @@ class ElectionListFilter(admin.SimpleListFilter):
     parameter_name = ELECTION_PARAMETER
 
     def lookups(self, request, model_admin):
-        return [(str(pk), code) for pk, code in Election.objects.order_by("-starts_at", "-id").values_list("id", "code")]
+        return [
+            (str(pk), code) for pk, code in Election.objects.order_by("-starts_at", "-id").values_list("id", "code")
+        ]
 
     def queryset(self, request, queryset):
         if self.value() is None:

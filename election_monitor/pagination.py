@@ -16,7 +16,7 @@ class StandardPagination(PageNumberPagination):
         try:
             size = int(raw)
         except ValueError:
-            raise ValidationError({"page_size": [f"Must be an integer from 1 to {self.max_page_size}."]})
+            raise ValidationError({"page_size": [f"Must be an integer from 1 to {self.max_page_size}."]}) from None
         if not 1 <= size <= self.max_page_size:
             raise ValidationError({"page_size": [f"Must be an integer from 1 to {self.max_page_size}."]})
         return size

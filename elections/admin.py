@@ -20,7 +20,14 @@ from election_monitor.admin_utils import (
     LargeTableAdmin,
     election_filtered,
 )
-from elections.models import CONSTITUENCY_METRIC_FIELDS, Constituency, Election, ElectionStatus, Transaction, grace_period
+from elections.models import (
+    CONSTITUENCY_METRIC_FIELDS,
+    Constituency,
+    Election,
+    ElectionStatus,
+    Transaction,
+    grace_period,
+)
 from elections.services import transactions_delete
 from elections.signals import buckets_changed
 
@@ -264,9 +271,9 @@ def _summarized_deletion(objs, request, *, election_ids=(), constituency_ids=())
         count = model.objects.filter(**scope).count()
         if count:
             model_count[model._meta.verbose_name_plural] = count
-    to_delete = [
-        format_html("{}: {}", obj._meta.verbose_name.capitalize(), obj) for obj in objs
-    ] + [f"{count} {name}" for name, count in list(model_count.items())[1:]]
+    to_delete = [format_html("{}: {}", obj._meta.verbose_name.capitalize(), obj) for obj in objs] + [
+        f"{count} {name}" for name, count in list(model_count.items())[1:]
+    ]
     return to_delete, model_count, perms_needed, []
 
 

@@ -29,7 +29,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone as dt_timezone
+from datetime import UTC, date, datetime, timedelta
 
 from django.db import transaction
 from django.db.models import Sum
@@ -40,7 +40,7 @@ from elections.timebuckets import local_midnight_instant, zone
 from metrics.models import Anomaly, AnomalyKind, DirtyBucket
 from metrics.pipeline import election_recompute
 
-UTC = dt_timezone.utc
+UTC = UTC
 DEFAULT_CODE = "demo-2024"
 DEFAULT_CONSTITUENCIES = 40
 DEFAULT_TRANSACTIONS = 300_000
@@ -73,13 +73,56 @@ OUTSIDE_PAIRS = 3  # bulletin+vote pairs before opening and again after closing
 INGEST_BATCH = 20_000
 
 DISTRICTS = (
-    "Arbat", "Basmanny", "Zamoskvorechye", "Krasnoselsky", "Meshchansky", "Presnensky", "Tagansky", "Tverskoy",
-    "Khamovniki", "Yakimanka", "Aeroport", "Begovoy", "Beskudnikovsky", "Voykovsky", "Golovinsky", "Dmitrovsky",
-    "Koptevo", "Levoberezhny", "Savyolovsky", "Sokol", "Timiryazevsky", "Khovrino", "Khoroshyovsky", "Altufyevsky",
-    "Babushkinsky", "Bibirevo", "Butyrsky", "Lianozovo", "Losinoostrovsky", "Marfino", "Maryina Roshcha",
-    "Ostankinsky", "Otradnoye", "Rostokino", "Sviblovo", "Severnoye Medvedkovo", "Yuzhnoye Medvedkovo",
-    "Yaroslavsky", "Bogorodskoye", "Veshnyaki", "Golyanovo", "Izmaylovo", "Kosino-Ukhtomsky", "Metrogorodok",
-    "Novogireyevo", "Perovo", "Preobrazhenskoye", "Sokolinaya Gora", "Sokolniki", "Lefortovo",
+    "Arbat",
+    "Basmanny",
+    "Zamoskvorechye",
+    "Krasnoselsky",
+    "Meshchansky",
+    "Presnensky",
+    "Tagansky",
+    "Tverskoy",
+    "Khamovniki",
+    "Yakimanka",
+    "Aeroport",
+    "Begovoy",
+    "Beskudnikovsky",
+    "Voykovsky",
+    "Golovinsky",
+    "Dmitrovsky",
+    "Koptevo",
+    "Levoberezhny",
+    "Savyolovsky",
+    "Sokol",
+    "Timiryazevsky",
+    "Khovrino",
+    "Khoroshyovsky",
+    "Altufyevsky",
+    "Babushkinsky",
+    "Bibirevo",
+    "Butyrsky",
+    "Lianozovo",
+    "Losinoostrovsky",
+    "Marfino",
+    "Maryina Roshcha",
+    "Ostankinsky",
+    "Otradnoye",
+    "Rostokino",
+    "Sviblovo",
+    "Severnoye Medvedkovo",
+    "Yuzhnoye Medvedkovo",
+    "Yaroslavsky",
+    "Bogorodskoye",
+    "Veshnyaki",
+    "Golyanovo",
+    "Izmaylovo",
+    "Kosino-Ukhtomsky",
+    "Metrogorodok",
+    "Novogireyevo",
+    "Perovo",
+    "Preobrazhenskoye",
+    "Sokolinaya Gora",
+    "Sokolniki",
+    "Lefortovo",
 )
 
 
@@ -114,7 +157,9 @@ class _Plan:
 def _window() -> tuple[datetime, datetime]:
     tz = zone(TIMEZONE)
     start = datetime.combine(FIRST_DAY, datetime.min.time()).replace(hour=OPEN_HOUR, tzinfo=tz)
-    end = datetime.combine(FIRST_DAY + timedelta(days=DAYS - 1), datetime.min.time()).replace(hour=CLOSE_HOUR, tzinfo=tz)
+    end = datetime.combine(FIRST_DAY + timedelta(days=DAYS - 1), datetime.min.time()).replace(
+        hour=CLOSE_HOUR, tzinfo=tz
+    )
     return start.astimezone(UTC), end.astimezone(UTC)
 
 
@@ -123,7 +168,9 @@ def _open_hours() -> list[tuple[int, int, int]]:
     tz = zone(TIMEZONE)
     hours = []
     for day in range(1, DAYS + 1):
-        midnight = local_midnight_instant(datetime.combine(FIRST_DAY + timedelta(days=day - 1), datetime.min.time()), tz)
+        midnight = local_midnight_instant(
+            datetime.combine(FIRST_DAY + timedelta(days=day - 1), datetime.min.time()), tz
+        )
         for hour in HOUR_CURVE:
             hours.append((day, hour, int((midnight + timedelta(hours=hour)).timestamp())))
     return hours
@@ -300,7 +347,9 @@ def _load(rng: random.Random, election: Election, ids: list[int], plan: _Plan, h
 
 def _report(election: Election, *, created: bool) -> DemoReport:
     constituencies = Constituency.objects.filter(election=election)
-    totals = constituencies.aggregate(voters=Sum("registered_voters"), votes=Sum("total_votes_cast"), tx=Sum("total_transactions"))
+    totals = constituencies.aggregate(
+        voters=Sum("registered_voters"), votes=Sum("total_votes_cast"), tx=Sum("total_transactions")
+    )
     voters = totals["voters"] or 0
     report = DemoReport(
         code=election.code,

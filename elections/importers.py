@@ -113,7 +113,9 @@ def _open(path: Path, gzipped: bool):
         yield source
     except (OSError, EOFError, zlib.error) as error:
         # A truncated or corrupt gzip stream, or a read error: the batches before it stay stored.
-        raise ImportFileError(f"Cannot read {path} to the end ({error}); the lines before that were processed.") from None
+        raise ImportFileError(
+            f"Cannot read {path} to the end ({error}); the lines before that were processed."
+        ) from None
     finally:
         source.close()
 
@@ -139,7 +141,8 @@ def _csv_reader(source: _Source, required: tuple, optional: tuple = ()):
     if missing:
         raise ImportFileError(
             f"The header lacks required column(s) {', '.join(missing)}: expected "
-            f"{','.join(required)}" + (f" and optionally {','.join(optional)}" if optional else "")
+            f"{','.join(required)}"
+            + (f" and optionally {','.join(optional)}" if optional else "")
             + f", got {printable(','.join(columns))}. Nothing was stored."
         )
     repeated = sorted({c for c in columns if columns.count(c) > 1})
@@ -211,8 +214,7 @@ def constituency_lookup_by_code(*, election: Election) -> Callable:
         if found is None:
             if elsewhere is None:  # loaded once, on the first miss
                 elsewhere = {
-                    c.code: c
-                    for c in Constituency.objects.exclude(election=election).only("id", "election_id", "code")
+                    c.code: c for c in Constituency.objects.exclude(election=election).only("id", "election_id", "code")
                 }
             found = elsewhere.get(value.strip())
         return found
@@ -266,9 +268,7 @@ def transactions_import(
                     # "election" check compares ids, so the key is settled here and dropped.
                     claimed = record.pop("election", None)
                     if claimed not in (None, "") and str(claimed).strip() not in accepted_elections:
-                        raise _BadLine(
-                            f"election: '{claimed}' is not the election being imported ({election.code})."
-                        )
+                        raise _BadLine(f"election: '{claimed}' is not the election being imported ({election.code}).")
                     rows.append(transaction_row_parse(record, constituency_lookup=lookup, election_id=election.id))
                 except (_BadLine, RowError) as error:
                     report.rejected += 1

@@ -117,7 +117,9 @@ class Constituency(models.Model):
         verbose_name_plural = "constituencies"
         constraints = [
             models.UniqueConstraint(fields=["election", "code"], name="constituency_code_unique_in_election"),
-            models.CheckConstraint(condition=Q(registered_voters__gt=0), name="constituency_registered_voters_positive"),
+            models.CheckConstraint(
+                condition=Q(registered_voters__gt=0), name="constituency_registered_voters_positive"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -128,9 +130,7 @@ class Constituency(models.Model):
         # metrics; a plain save() would write them back over the calculator's. Updates write
         # only the fields a person can edit.
         if not self._state.adding and kwargs.get("update_fields") is None and not kwargs.get("force_insert"):
-            kwargs["update_fields"] = [
-                f.name for f in self._meta.concrete_fields if f.editable and not f.primary_key
-            ]
+            kwargs["update_fields"] = [f.name for f in self._meta.concrete_fields if f.editable and not f.primary_key]
         # post_save marks buckets dirty: the mark must commit with the row, even in autocommit.
         with transaction.atomic():
             super().save(*args, **kwargs)
@@ -166,7 +166,9 @@ class Transaction(models.Model):
             # never the heap pages its rows are scattered over (PostgreSQL; SQLite ignores
             # INCLUDE and keeps the plain index).
             models.Index(
-                fields=["constituency", "hour"], include=["election", "kind", "timestamp"], name="tx_constituency_hour_cov"
+                fields=["constituency", "hour"],
+                include=["election", "kind", "timestamp"],
+                name="tx_constituency_hour_cov",
             ),
             models.Index(fields=["election", "hour"], name="tx_election_hour"),
         ]

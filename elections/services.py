@@ -2,7 +2,7 @@
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone as dt_timezone
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 from django.conf import settings
@@ -77,7 +77,7 @@ def parse_aware_datetime(value, *, field: str = "timestamp") -> datetime:
     # values near the edges pay for the conversion.
     if not 3 <= parsed.year <= 9997:
         try:
-            year = parsed.astimezone(dt_timezone.utc).year
+            year = parsed.astimezone(UTC).year
         except OverflowError:
             year = None
         if year is None or not 2 <= year <= 9998:
@@ -124,9 +124,12 @@ def transaction_row_parse(
         raise RowError("constituency", f"Unknown constituency '{raw_constituency}'.")
 
     claimed_election = get("election")
-    if claimed_election is not None and claimed_election != "":
-        if str(claimed_election) != str(constituency.election_id):
-            raise RowError("election", f"Constituency {constituency.code} belongs to another election.")
+    if (
+        claimed_election is not None
+        and claimed_election != ""
+        and str(claimed_election) != str(constituency.election_id)
+    ):
+        raise RowError("election", f"Constituency {constituency.code} belongs to another election.")
     if election_id is not None and constituency.election_id != election_id:
         raise RowError("constituency", f"Constituency {constituency.code} belongs to another election.")
 
@@ -187,9 +190,7 @@ def transactions_ingest(*, rows: Sequence[TransactionRow], defer_flush: bool = F
             by_election.setdefault(election_id, set()).add((constituency_id, hour))
         for election_id, buckets in by_election.items():
             result.buckets |= buckets
-            buckets_changed.send(
-                sender=Transaction, election_id=election_id, buckets=buckets, defer_flush=defer_flush
-            )
+            buckets_changed.send(sender=Transaction, election_id=election_id, buckets=buckets, defer_flush=defer_flush)
     return result
 
 
@@ -283,7 +284,7 @@ def _row_adapter() -> Callable[[tuple], tuple]:
     if connection.vendor != "sqlite":
         return lambda row: row
     utc = zone("UTC")
-    fixed_utc = dt_timezone.utc
+    fixed_utc = UTC
     texts: dict[datetime, str] = {}
 
     def text(value: datetime) -> str:
@@ -300,7 +301,16 @@ def _row_adapter() -> Callable[[tuple], tuple]:
 
     def adapt(row: tuple) -> tuple:
         tx_hash, election_id, constituency_id, kind, timestamp, hour, block_number, received_at = row
-        return (tx_hash, election_id, constituency_id, kind, text(timestamp), text(hour), block_number, text(received_at))
+        return (
+            tx_hash,
+            election_id,
+            constituency_id,
+            kind,
+            text(timestamp),
+            text(hour),
+            block_number,
+            text(received_at),
+        )
 
     return adapt
 
@@ -320,7 +330,9 @@ def constituency_lookup_by_id(ids: Iterable) -> Callable:
     else:
         found = {
             pk: ConstituencyRef(pk, election_id, code)
-            for pk, election_id, code in Constituency.objects.filter(pk__in=wanted).values_list("id", "election_id", "code")
+            for pk, election_id, code in Constituency.objects.filter(pk__in=wanted).values_list(
+                "id", "election_id", "code"
+            )
         }
 
     def lookup(value):
@@ -336,7 +348,7 @@ def _as_id(value) -> int | None:
     """An integer id in the database's range (an out-of-range one would crash the query)."""
     if type(value) is int:
         return value if 0 < value <= BLOCK_NUMBER_MAX else None
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, (bool, float)):
         return None
     try:
         pk = int(value)
@@ -353,7 +365,9 @@ def transactions_delete(*, queryset) -> int:
     """Delete transactions and mark their buckets dirty (set-based: one DISTINCT query)."""
     with transaction.atomic():
         buckets_by_election: dict[int, set] = {}
-        for election_id, constituency_id, hour in queryset.values_list("election_id", "constituency_id", "hour").distinct().order_by():
+        for election_id, constituency_id, hour in (
+            queryset.values_list("election_id", "constituency_id", "hour").distinct().order_by()
+        ):
             buckets_by_election.setdefault(election_id, set()).add((constituency_id, hour))
         deleted, _ = queryset.delete()
         for election_id, buckets in buckets_by_election.items():

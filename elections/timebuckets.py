@@ -6,7 +6,7 @@ in a spring-forward gap the missing local hour simply has no bucket. Half-hour a
 45-minute offsets fall out naturally because we subtract the local minutes, never round UTC.
 """
 
-from datetime import datetime, timedelta, timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, available_timezones
 
@@ -30,7 +30,7 @@ def hour_bucket(ts: datetime, tz: ZoneInfo) -> datetime:
         raise ValueError("hour_bucket needs an aware datetime")
     local = ts.astimezone(tz)
     start = ts - timedelta(minutes=local.minute, seconds=local.second, microseconds=local.microsecond)
-    return start.astimezone(dt_timezone.utc)
+    return start.astimezone(UTC)
 
 
 def period_start(hour: datetime, tz: ZoneInfo, period: str) -> datetime:
@@ -72,7 +72,7 @@ def local_midnight_instant(naive: datetime, tz: ZoneInfo) -> datetime:
     # Subtle: where local midnight falls in a spring-forward gap (e.g. America/Santiago),
     # zoneinfo resolves it with the pre-transition offset, which lands after the gap; the
     # round trip through UTC gives the real first instant of that day.
-    instant = aware.astimezone(dt_timezone.utc)
+    instant = aware.astimezone(UTC)
     if instant.astimezone(tz).date() != naive.date():
         instant = hour_bucket(instant + HOUR, tz)
     return instant

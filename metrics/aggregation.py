@@ -235,7 +235,9 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
             for (c, h, kind), (w, d) in desired.items()
             if existing.get((c, h, kind), (None, None, None))[1:] != (w, d)
         ]
-        kinds_after = Counter((c, h) for (c, h, kind) in existing if (c, h, kind) in desired or not in_region(c, h, kind))
+        kinds_after = Counter(
+            (c, h) for (c, h, kind) in existing if (c, h, kind) in desired or not in_region(c, h, kind)
+        )
         kinds_after.update((c, h) for (c, h, kind) in desired if (c, h, kind) not in existing)
 
         hourly_rows = _hourly_rows_to_write(election_id, plan, voters, kinds_after, now)
@@ -256,7 +258,10 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
         refresh = touched | peers_rejudged
         if not scope.totals_by_delta:
             result.constituencies_refreshed = constituency_metrics_refresh(
-                election_id=election_id, constituency_ids=None if scope.whole_election else refresh, voters=voters, now=now
+                election_id=election_id,
+                constituency_ids=None if scope.whole_election else refresh,
+                voters=voters,
+                now=now,
             )
         else:
             # Subtle: totals move by the recount's deltas instead of a SUM over every hour of
@@ -265,7 +270,10 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
             # election lock; the sweep re-checks totals against the rows, which a hand edit of
             # hourly rows would break.
             totals = {
-                c: tuple(stored + delta for stored, delta in zip(stored_totals[c][1:], totals_delta.get(c, (0, 0, 0))))
+                c: tuple(
+                    stored + delta
+                    for stored, delta in zip(stored_totals[c][1:], totals_delta.get(c, (0, 0, 0)), strict=False)
+                )
                 for c in refresh
             }
             result.constituencies_refreshed = _constituencies_write(election_id, totals, voters, now)
@@ -379,7 +387,10 @@ def _desired_anomalies(plan, voters, counts, changed_hours, peers_outside) -> di
             cum_bulletins += row.bulletins
             details = anomalies.turnout_over_100(cumulative_votes=cum_votes, registered_voters=voters[c])
             if details:
-                desired[(c, h, AnomalyKind.TURNOUT_OVER_100)] = (anomalies.weight(AnomalyKind.TURNOUT_OVER_100), details)
+                desired[(c, h, AnomalyKind.TURNOUT_OVER_100)] = (
+                    anomalies.weight(AnomalyKind.TURNOUT_OVER_100),
+                    details,
+                )
             details = anomalies.votes_exceed_bulletins(cumulative_votes=cum_votes, cumulative_bulletins=cum_bulletins)
             if details:
                 kind = AnomalyKind.VOTES_EXCEED_BULLETINS
@@ -619,7 +630,7 @@ _PLAIN_FIELDS = (models.IntegerField, models.FloatField, models.DateTimeField, m
 
 def _objects(model, columns, rows: list[tuple]) -> list:
     """Model instances of the rows, for the ORM's bulk paths on SQLite."""
-    return [model(**{column.attname: value for column, value in zip(columns, row)}) for row in rows]
+    return [model(**{column.attname: value for column, value in zip(columns, row, strict=False)}) for row in rows]
 
 
 def _arrays_sql(columns) -> str:
@@ -628,7 +639,7 @@ def _arrays_sql(columns) -> str:
 
 def _arrays(columns, rows: list[tuple]) -> list[list]:
     """One array per column: ``unnest`` turns them back into rows."""
-    arrays = [list(values) for values in zip(*rows)]
+    arrays = [list(values) for values in zip(*rows, strict=False)]
     for i, column in enumerate(columns):
         if not isinstance(column, _PLAIN_FIELDS):
             arrays[i] = [column.get_db_prep_save(value, connection) for value in arrays[i]]

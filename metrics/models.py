@@ -133,3 +133,7 @@ class DirtyBucket(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["election", "id"], name="dirty_bucket_election_id")]
+
+    def __str__(self) -> str:
+        scope = "whole election" if self.constituency_id is None else f"constituency {self.constituency_id}"
+        return f"election {self.election_id}, {scope}, {self.hour.isoformat() if self.hour else 'every hour'}"

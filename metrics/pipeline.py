@@ -206,7 +206,9 @@ def constituency_totals_repair(*, election_id: int, now: datetime | None = None)
             return 0
         drifted = constituency_totals_stale(election_id=election_id)
         if drifted:
-            logger.warning("sweep: election %s had %d constituencies with stale totals; repairing", election_id, len(drifted))
+            logger.warning(
+                "sweep: election %s had %d constituencies with stale totals; repairing", election_id, len(drifted)
+            )
             constituency_metrics_refresh(election_id=election_id, constituency_ids=drifted, now=now)
     return len(drifted)
 

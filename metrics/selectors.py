@@ -135,7 +135,7 @@ def constituency_metrics(*, constituency_id: int) -> tuple[dict, str]:
     activity = [{"hour_of_day": i, **dict.fromkeys(COUNTS, 0)} for i in range(24)]
     for hour, *counts in HourlyStats.objects.filter(constituency_id=constituency_id).values_list("hour", *COUNTS):
         slot = activity[hour_of_day(hour, tz)]
-        for name, count in zip(COUNTS, counts):
+        for name, count in zip(COUNTS, counts, strict=False):
             slot[name] += count
     values = {name: getattr(constituency, name) for name in _CONSTITUENCY_COLUMNS}
     metrics = _constituency_row(values, timezone.now())
@@ -294,9 +294,7 @@ def _elections_metrics(elections: list[Election], now: datetime, *, with_turnout
         turnout, running = [], 0
         for hour, hour_votes in hourly_votes[election.id]:
             running += hour_votes
-            turnout.append(
-                {"hour": hour, "votes_cast": hour_votes, "participation_rate": _rate(running, registered)}
-            )
+            turnout.append({"hour": hour, "votes_cast": hour_votes, "participation_rate": _rate(running, registered)})
         results.append(
             {
                 "election_id": election.id,
@@ -365,10 +363,9 @@ def dashboard_detailed() -> dict:
     score, ties by id) and the latest anomalies."""
     now = timezone.now()
     metrics = _elections_metrics(list(Election.objects.order_by("id")), now)
-    top = (
-        Constituency.objects.order_by("-anomaly_score", "id")
-        .values(*_CONSTITUENCY_COLUMNS)[:TOP_ANOMALOUS_CONSTITUENCIES]
-    )
+    top = Constituency.objects.order_by("-anomaly_score", "id").values(*_CONSTITUENCY_COLUMNS)[
+        :TOP_ANOMALOUS_CONSTITUENCIES
+    ]
     recent = Anomaly.objects.order_by("-hour", "constituency_id", "kind", "id").values(*_ANOMALY_COLUMNS)
     return {
         "summary": _summary(metrics, now),

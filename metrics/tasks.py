@@ -16,15 +16,29 @@ class MetricsTask(Task):
     def on_retry(self, exc, task_id, args, kwargs, einfo):
         logger.warning(
             "%s[%s] args=%r kwargs=%r: %s: %s; retry %d of %d",
-            self.name, task_id, args, kwargs, type(exc).__name__, exc, self.request.retries + 1, self.max_retries,
+            self.name,
+            task_id,
+            args,
+            kwargs,
+            type(exc).__name__,
+            exc,
+            self.request.retries + 1,
+            self.max_retries,
         )
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
         logger.error(
             "%s[%s] args=%r kwargs=%r failed after %d retries: %s: %s; the sweep will retry its marks",
-            self.name, task_id, args, kwargs, self.request.retries, type(exc).__name__, exc,
+            self.name,
+            task_id,
+            args,
+            kwargs,
+            self.request.retries,
+            type(exc).__name__,
+            exc,
             exc_info=(type(exc), exc, exc.__traceback__),
         )
+
 
 # Only errors that can pass are retried: a database restart or failover, a broker blip.
 RETRYABLE = (OperationalError, InterfaceError, BrokerOperationalError, ConnectionError)

@@ -65,7 +65,14 @@ def production_env(**overrides: str) -> dict[str, str]:
 
 def test_settings_env_var_scan_finds_the_switches():
     # Guards the scanner the checks below rely on: if it found nothing they would pass vacuously.
-    assert {"DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"} <= settings_env_vars()
+    assert {
+        "DEBUG",
+        "SECRET_KEY",
+        "ALLOWED_HOSTS",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "CELERY_BROKER_URL",
+    } <= settings_env_vars()
 
 
 def test_production_settings_pass_the_deploy_check_without_warnings():
@@ -142,9 +149,11 @@ def test_compose_app_env_is_production_and_names_only_what_settings_read(service
         # The secret comes from the deployer's environment, never a default in the file.
         assert re.fullmatch(r"\$\{SECRET_KEY:\?[^}]+\}", env["SECRET_KEY"])
         assert env["ALLOWED_HOSTS"]
-        assert env["DATABASE_URL"].startswith("postgres://") and "@postgres:5432/" in env["DATABASE_URL"]
+        assert env["DATABASE_URL"].startswith("postgres://")
+        assert "@postgres:5432/" in env["DATABASE_URL"]
         cache, broker = env["REDIS_URL"], env["CELERY_BROKER_URL"]
-        assert cache.startswith("redis://redis:6379/") and broker.startswith("redis://redis:6379/")
+        assert cache.startswith("redis://redis:6379/")
+        assert broker.startswith("redis://redis:6379/")
         assert cache != broker, "cache and broker must use separate Redis databases"
 
 
@@ -164,7 +173,8 @@ def test_dockerfile_builds_a_non_root_python_311_image():
     assert "pip install -r /app/requirements.txt" in runs
     assert "manage.py collectstatic --noinput" in runs
     users = [arg for op, arg in instructions if op == "USER"]
-    assert users and users[-1] not in {"root", "0"}
+    assert users
+    assert users[-1] not in {"root", "0"}
     ops = [op for op, _ in instructions]
     assert ops.index("USER") > max(i for i, op in enumerate(ops) if op == "RUN"), "USER must follow the last RUN"
 
@@ -199,7 +209,8 @@ def test_scripts_are_executable_bash_that_parses(script):
 
 def test_readme_gives_the_two_commands_and_ci_runs_the_test_one():
     readme = (ROOT / "README.md").read_text()
-    assert "./scripts/demo" in readme and "./scripts/test" in readme
+    assert "./scripts/demo" in readme
+    assert "./scripts/test" in readme
     ci = (ROOT / ".ci" / "run").read_text()
     assert "./scripts/test" in ci
     assert '-m "not worker"' in ci

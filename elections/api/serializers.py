@@ -60,7 +60,17 @@ class TransactionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Transaction
-        fields = ["id", "tx_hash", "election", "constituency", "kind", "timestamp", "hour", "block_number", "received_at"]
+        fields = [
+            "id",
+            "tx_hash",
+            "election",
+            "constituency",
+            "kind",
+            "timestamp",
+            "hour",
+            "block_number",
+            "received_at",
+        ]
         read_only_fields = ["id", "hour", "received_at"]
 
 

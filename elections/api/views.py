@@ -27,7 +27,9 @@ class IdFilter(serializers.Serializer):
     constituency = serializers.IntegerField(required=False, min_value=1, max_value=services.BLOCK_NUMBER_MAX)
 
 
-class ElectionViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class ElectionViewSet(
+    mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
     """Elections. POST creates one (ingest permission)."""
 
     queryset = Election.objects.all()

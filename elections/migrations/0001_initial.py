@@ -8,82 +8,126 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Election',
+            name="Election",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('code', models.SlugField(max_length=64, unique=True)),
-                ('name', models.CharField(max_length=255)),
-                ('timezone', models.CharField(max_length=64, validators=[elections.models.validate_timezone_name])),
-                ('starts_at', models.DateTimeField()),
-                ('ends_at', models.DateTimeField()),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("code", models.SlugField(max_length=64, unique=True)),
+                ("name", models.CharField(max_length=255)),
+                ("timezone", models.CharField(max_length=64, validators=[elections.models.validate_timezone_name])),
+                ("starts_at", models.DateTimeField()),
+                ("ends_at", models.DateTimeField()),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['id'],
-                'permissions': [('ingest_data', 'Can ingest elections, constituencies and transactions through the API')],
-                'constraints': [models.CheckConstraint(condition=models.Q(('ends_at__gt', models.F('starts_at'))), name='election_window_positive')],
+                "ordering": ["id"],
+                "permissions": [
+                    ("ingest_data", "Can ingest elections, constituencies and transactions through the API")
+                ],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("ends_at__gt", models.F("starts_at"))), name="election_window_positive"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Constituency',
+            name="Constituency",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('code', models.CharField(max_length=64)),
-                ('name', models.CharField(max_length=255)),
-                ('registered_voters', models.PositiveIntegerField(validators=[django.core.validators.MinValueValidator(1)])),
-                ('total_bulletins_issued', models.BigIntegerField(default=0, editable=False)),
-                ('total_votes_cast', models.BigIntegerField(default=0, editable=False)),
-                ('total_transactions', models.BigIntegerField(default=0, editable=False)),
-                ('total_anomalies', models.IntegerField(default=0, editable=False)),
-                ('participation_rate', models.FloatField(default=0.0, editable=False)),
-                ('anomaly_score', models.FloatField(default=0.0, editable=False)),
-                ('metrics_updated_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('election', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='constituencies', to='elections.election')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("code", models.CharField(max_length=64)),
+                ("name", models.CharField(max_length=255)),
+                (
+                    "registered_voters",
+                    models.PositiveIntegerField(validators=[django.core.validators.MinValueValidator(1)]),
+                ),
+                ("total_bulletins_issued", models.BigIntegerField(default=0, editable=False)),
+                ("total_votes_cast", models.BigIntegerField(default=0, editable=False)),
+                ("total_transactions", models.BigIntegerField(default=0, editable=False)),
+                ("total_anomalies", models.IntegerField(default=0, editable=False)),
+                ("participation_rate", models.FloatField(default=0.0, editable=False)),
+                ("anomaly_score", models.FloatField(default=0.0, editable=False)),
+                ("metrics_updated_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                (
+                    "election",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="constituencies",
+                        to="elections.election",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'constituencies',
-                'ordering': ['id'],
+                "verbose_name_plural": "constituencies",
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='Transaction',
+            name="Transaction",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('tx_hash', models.CharField(max_length=128, unique=True)),
-                ('kind', models.CharField(choices=[('bulletin_issued', 'Bulletin Issued'), ('vote_cast', 'Vote Cast'), ('other', 'Other')], max_length=32)),
-                ('timestamp', models.DateTimeField()),
-                ('hour', models.DateTimeField(editable=False)),
-                ('block_number', models.BigIntegerField(blank=True, null=True)),
-                ('received_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('constituency', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='transactions', to='elections.constituency')),
-                ('election', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='transactions', to='elections.election')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("tx_hash", models.CharField(max_length=128, unique=True)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("bulletin_issued", "Bulletin Issued"),
+                            ("vote_cast", "Vote Cast"),
+                            ("other", "Other"),
+                        ],
+                        max_length=32,
+                    ),
+                ),
+                ("timestamp", models.DateTimeField()),
+                ("hour", models.DateTimeField(editable=False)),
+                ("block_number", models.BigIntegerField(blank=True, null=True)),
+                ("received_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "constituency",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="transactions",
+                        to="elections.constituency",
+                    ),
+                ),
+                (
+                    "election",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="transactions",
+                        to="elections.election",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.AddConstraint(
-            model_name='constituency',
-            constraint=models.UniqueConstraint(fields=('election', 'code'), name='constituency_code_unique_in_election'),
+            model_name="constituency",
+            constraint=models.UniqueConstraint(
+                fields=("election", "code"), name="constituency_code_unique_in_election"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='constituency',
-            constraint=models.CheckConstraint(condition=models.Q(('registered_voters__gt', 0)), name='constituency_registered_voters_positive'),
+            model_name="constituency",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("registered_voters__gt", 0)), name="constituency_registered_voters_positive"
+            ),
         ),
         migrations.AddIndex(
-            model_name='transaction',
-            index=models.Index(fields=['constituency', 'hour'], name='tx_constituency_hour'),
+            model_name="transaction",
+            index=models.Index(fields=["constituency", "hour"], name="tx_constituency_hour"),
         ),
         migrations.AddIndex(
-            model_name='transaction',
-            index=models.Index(fields=['election', 'hour'], name='tx_election_hour'),
+            model_name="transaction",
+            index=models.Index(fields=["election", "hour"], name="tx_election_hour"),
         ),
     ]

@@ -41,9 +41,7 @@ class SwapUniqueForConstraint(migrations.SeparateDatabaseAndState):
             unique, like = _postgresql_indexes(schema_editor)
             if unique is not None:
                 quote = schema_editor.quote_name
-                schema_editor.execute(
-                    f"ALTER TABLE {quote(TABLE)} RENAME CONSTRAINT {quote(unique)} TO {quote(NAME)}"
-                )
+                schema_editor.execute(f"ALTER TABLE {quote(TABLE)} RENAME CONSTRAINT {quote(unique)} TO {quote(NAME)}")
                 for name in like:
                     schema_editor.execute(f"DROP INDEX {quote(name)}")
                 return
@@ -54,7 +52,6 @@ class SwapUniqueForConstraint(migrations.SeparateDatabaseAndState):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
         ("elections", "0001_initial"),
     ]

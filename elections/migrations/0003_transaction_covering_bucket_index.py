@@ -4,9 +4,8 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('elections', '0002_transaction_tx_hash_unique_constraint'),
+        ("elections", "0002_transaction_tx_hash_unique_constraint"),
     ]
 
     # The bucket recount becomes an index-only scan. Subtle: a plain CREATE INDEX blocks
@@ -14,11 +13,15 @@ class Migration(migrations.Migration):
     # deployment build it first with CREATE INDEX CONCURRENTLY under the same name.
     operations = [
         migrations.AddIndex(
-            model_name='transaction',
-            index=models.Index(fields=['constituency', 'hour'], include=('election', 'kind', 'timestamp'), name='tx_constituency_hour_cov'),
+            model_name="transaction",
+            index=models.Index(
+                fields=["constituency", "hour"],
+                include=("election", "kind", "timestamp"),
+                name="tx_constituency_hour_cov",
+            ),
         ),
         migrations.RemoveIndex(
-            model_name='transaction',
-            name='tx_constituency_hour',
+            model_name="transaction",
+            name="tx_constituency_hour",
         ),
     ]

@@ -1,10 +1,10 @@
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import factory
 
 from elections.models import Constituency, Election, Transaction, TransactionKind
 
-VOTING_STARTS = datetime(2024, 9, 6, 5, 0, tzinfo=timezone.utc)
+VOTING_STARTS = datetime(2024, 9, 6, 5, 0, tzinfo=UTC)
 
 
 class ElectionFactory(factory.django.DjangoModelFactory):

@@ -108,7 +108,9 @@ def test_transaction_list_shows_codes_without_a_query_per_row(admin_client, cons
     assert "test-election" in body
 
 
-def test_unfiltered_list_counts_exactly_on_sqlite_and_estimates_on_postgresql(admin_client, constituencies, monkeypatch):
+def test_unfiltered_list_counts_exactly_on_sqlite_and_estimates_on_postgresql(
+    admin_client, constituencies, monkeypatch
+):
     transactions(constituencies, 30)
     monkeypatch.setattr(EstimatedCountPaginator, "estimate_threshold", 0)
     if connection.vendor == "postgresql":
@@ -118,7 +120,11 @@ def test_unfiltered_list_counts_exactly_on_sqlite_and_estimates_on_postgresql(ad
     with CaptureQueriesContext(connection) as captured:
         response = admin_client.get(TX_LIST)
 
-    counts = [q["sql"] for q in captured.captured_queries if "COUNT(" in q["sql"].upper() and "elections_transaction" in q["sql"]]
+    counts = [
+        q["sql"]
+        for q in captured.captured_queries
+        if "COUNT(" in q["sql"].upper() and "elections_transaction" in q["sql"]
+    ]
     if connection.vendor == "postgresql":
         assert counts == []
         assert any("reltuples" in q["sql"] for q in captured.captured_queries)
@@ -153,7 +159,8 @@ def test_big_filtered_list_counts_at_most_the_threshold_then_asks_the_planner(
     counted = response.context["cl"].result_count
     counts = [q["sql"] for q in captured.captured_queries if "COUNT(" in q["sql"].upper()]
     if connection.vendor == "postgresql":
-        assert len(counts) == 1 and "LIMIT 10" in counts[0]  # bounded work
+        assert len(counts) == 1
+        assert "LIMIT 10" in counts[0]
         assert any(q["sql"].startswith("EXPLAIN") for q in captured.captured_queries)
         assert 10 <= counted <= 60  # the planner's estimate after ANALYZE of 30 rows
     else:
@@ -207,11 +214,15 @@ def test_filters_by_election_constituency_and_kind(admin_client, constituencies)
     by_kind = admin_client.get(
         TX_LIST, {"election__id__exact": constituencies[0].election_id, "kind__exact": "bulletin_issued"}
     )
-    by_constituency = admin_client.get(TX_LIST, {"constituency": constituencies[2].id, "kind__exact": "bulletin_issued"})
+    by_constituency = admin_client.get(
+        TX_LIST, {"constituency": constituencies[2].id, "kind__exact": "bulletin_issued"}
+    )
 
     assert sorted(shown_ids(by_election)) == sorted(t.id for t in elsewhere)
     assert sorted(shown_ids(by_kind)) == sorted(t.id for t in bulletins)
-    assert sorted(shown_ids(by_constituency)) == sorted(t.id for t in bulletins if t.constituency_id == constituencies[2].id)
+    assert sorted(shown_ids(by_constituency)) == sorted(
+        t.id for t in bulletins if t.constituency_id == constituencies[2].id
+    )
 
 
 def test_a_constituency_that_does_not_exist_shows_nothing_rather_than_everything(admin_client, constituencies):
@@ -311,7 +322,9 @@ def test_adding_a_transaction_derives_its_hour_and_updates_the_metrics(
 def test_adding_a_transaction_for_a_constituency_of_another_election_is_a_form_error(admin_client, constituencies):
     other = ConstituencyFactory(election=ElectionFactory())
 
-    response = admin_client.post(reverse("admin:elections_transaction_add"), _tx_form(other, election=constituencies[0].election_id))
+    response = admin_client.post(
+        reverse("admin:elections_transaction_add"), _tx_form(other, election=constituencies[0].election_id)
+    )
 
     assert response.status_code == 200
     assert "constituency" in response.context["adminform"].form.errors
@@ -343,7 +356,8 @@ def test_hour_and_election_are_read_only_on_a_stored_transaction(admin_client, c
     response = admin_client.get(reverse("admin:elections_transaction_change", args=[tx.id]))
 
     form = response.context["adminform"].form
-    assert "hour" not in form.fields and "election" not in form.fields
+    assert "hour" not in form.fields
+    assert "election" not in form.fields
     assert "hour" in response.context["adminform"].readonly_fields
 
 
@@ -410,7 +424,8 @@ def test_recompute_action_rebuilds_the_selected_elections_and_says_what_it_did(a
 
     assert response.status_code == 302
     messages = [str(m) for m in get_messages(response.wsgi_request)]
-    assert len(messages) == 1 and "Recomputed the metrics of test-election" in messages[0]
+    assert len(messages) == 1
+    assert "Recomputed the metrics of test-election" in messages[0]
     assert sum(HourlyStats.objects.values_list("transaction_count", flat=True)) == 12
     assert not HourlyStats.objects.filter(election=other).exists()
     constituencies[0].refresh_from_db()
@@ -431,7 +446,8 @@ def test_recompute_action_reports_a_broker_failure_and_changes_nothing(admin_cli
     )
 
     messages = [(m.level_tag, str(m)) for m in get_messages(response.wsgi_request)]
-    assert messages[0][0] == "error" and "backfill_metrics --election test-election" in messages[0][1]
+    assert messages[0][0] == "error"
+    assert "backfill_metrics --election test-election" in messages[0][1]
     assert Transaction.objects.count() == 3  # nothing lost
     assert DirtyBucket.objects.count() > 0  # and the marks still wait for the sweep
 
@@ -550,7 +566,8 @@ def test_deleting_an_election_confirms_with_counts(admin_client, constituencies)
     assert "6 constituencies" in confirm.content.decode()
     assert deleted.status_code == 302
     assert not Election.objects.filter(pk=election_id).exists()
-    assert not Transaction.objects.exists() and not DirtyBucket.objects.exists()
+    assert not Transaction.objects.exists()
+    assert not DirtyBucket.objects.exists()
 
 
 # --- the date hierarchy without full scans -------------------------------------------------
@@ -569,15 +586,18 @@ def spread(constituencies):
 @pytest.mark.parametrize("kind", ["year", "month", "day"])
 @pytest.mark.parametrize("narrow", [{}, {"kind": "other"}, {"hour__month": 9}])
 def test_probed_dates_agree_with_djangos_scan(spread, constituencies, kind, narrow):
-    from election_monitor.admin_utils import ProbedDates
     from django.db.models import Max, Min
+
+    from election_monitor.admin_utils import ProbedDates
 
     queryset = Transaction.objects.filter(election=constituencies[0].election, **narrow).order_by("-id")
 
     probed = ProbedDates(queryset)
 
     assert probed.datetimes("hour", kind) == list(queryset.datetimes("hour", kind))
-    assert probed.aggregate(first=Min("hour"), last=Max("hour")) == queryset.aggregate(first=Min("hour"), last=Max("hour"))
+    assert probed.aggregate(first=Min("hour"), last=Max("hour")) == queryset.aggregate(
+        first=Min("hour"), last=Max("hour")
+    )
 
 
 def test_date_hierarchy_is_offered_once_an_election_is_chosen_without_scanning(admin_client, spread, constituencies):
@@ -606,4 +626,5 @@ def test_election_filter_applies_even_when_there_is_a_single_election(admin_clie
     assert len(shown_ids(chosen)) == 4
     # Every query of the list and of the date links is narrowed by the election (its index).
     reads = [q["sql"] for q in captured.captured_queries if 'FROM "elections_transaction"' in q["sql"]]
-    assert reads and all('"election_id" = ' in sql for sql in reads)
+    assert reads
+    assert all('"election_id" = ' in sql for sql in reads)

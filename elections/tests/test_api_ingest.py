@@ -170,7 +170,9 @@ def test_writes_without_a_token_are_refused(api_client, url, constituencies):
 def test_writes_with_a_token_without_ingest_permission_are_forbidden(reader_client, url, constituencies):
     before = stored_counts()
 
-    response = reader_client.post(url, tx(constituencies[0]) if url == TRANSACTIONS else election_payload(), format="json")
+    response = reader_client.post(
+        url, tx(constituencies[0]) if url == TRANSACTIONS else election_payload(), format="json"
+    )
 
     assert response.status_code == 403
     assert stored_counts() == before
@@ -234,7 +236,9 @@ def _apply(item: dict, change: dict) -> dict:
 
 
 @pytest.mark.parametrize(("change", "field"), [c[1:] for c in BAD_TRANSACTIONS], ids=[c[0] for c in BAD_TRANSACTIONS])
-def test_bad_single_transaction_is_400_naming_the_field_and_stores_nothing(ingest_client, constituencies, change, field):
+def test_bad_single_transaction_is_400_naming_the_field_and_stores_nothing(
+    ingest_client, constituencies, change, field
+):
     before = stored_counts()
 
     response = ingest_client.post(TRANSACTIONS, _apply(tx(constituencies[0]), change), format="json")
@@ -270,7 +274,8 @@ def test_constituency_of_another_election_is_400_naming_election(ingest_client, 
     single = ingest_client.post(TRANSACTIONS, item, format="json")
     listed = ingest_client.post(TRANSACTIONS, [tx(constituencies[0], 1), item], format="json")
 
-    assert single.status_code == 400 and "election" in single.data
+    assert single.status_code == 400
+    assert "election" in single.data
     assert listed.status_code == 400
     assert listed.data["errors"] == [{"index": 1, "field": "election", "message": listed.data["errors"][0]["message"]}]
     assert stored_counts() == before

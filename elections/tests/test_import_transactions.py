@@ -1,7 +1,7 @@
 import gzip
 import json
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from io import StringIO
 
 import pytest
@@ -33,10 +33,7 @@ def _import(path, *args, election="test-election"):
 
 
 def _stored():
-    return {
-        (t.tx_hash, t.constituency_id, t.kind, t.timestamp, t.block_number)
-        for t in Transaction.objects.all()
-    }
+    return {(t.tx_hash, t.constituency_id, t.kind, t.timestamp, t.block_number) for t in Transaction.objects.all()}
 
 
 def _ts(election, minutes: int) -> datetime:
@@ -53,7 +50,7 @@ def test_csv_import_stores_every_line_with_its_hour(tmp_path, election, constitu
     ]
     out, err = _import(_write(tmp_path / "tx.csv", "\n".join(lines) + "\n"))
 
-    utc = timezone.utc
+    utc = UTC
     assert _stored() == {
         ("h1", a.id, "bulletin_issued", datetime(2024, 9, 6, 5, 10, tzinfo=utc), 100),
         ("h2", a.id, "vote_cast", datetime(2024, 9, 6, 5, 15, 30, tzinfo=utc), None),
@@ -71,8 +68,20 @@ def test_json_lines_import_stores_every_line(tmp_path, election, constituencies,
     a = constituencies[0]
     items = [
         {"tx_hash": "j1", "constituency": a.code, "kind": "bulletin_issued", "timestamp": "2024-09-06T05:00:00Z"},
-        {"tx_hash": "j2", "constituency": a.code, "kind": "vote_cast", "timestamp": "2024-09-06T05:01:00Z", "block_number": 5},
-        {"tx_hash": "j3", "constituency": a.code, "kind": "vote_cast", "timestamp": "2024-09-06T05:02:00Z", "election": election.code},
+        {
+            "tx_hash": "j2",
+            "constituency": a.code,
+            "kind": "vote_cast",
+            "timestamp": "2024-09-06T05:01:00Z",
+            "block_number": 5,
+        },
+        {
+            "tx_hash": "j3",
+            "constituency": a.code,
+            "kind": "vote_cast",
+            "timestamp": "2024-09-06T05:02:00Z",
+            "election": election.code,
+        },
     ]
     path = _write(tmp_path / name, "\n".join(json.dumps(i) for i in items) + "\n\n")
     args = ["--format", "jsonl"] if name.endswith(".data") else []
@@ -90,7 +99,9 @@ def test_gzipped_csv_is_read(tmp_path, election, constituencies):
     assert {t[0] for t in _stored()} == {"g1"}
 
 
-def test_each_bad_line_is_reported_with_its_number_and_reason_and_the_rest_is_stored(tmp_path, election, constituencies):
+def test_each_bad_line_is_reported_with_its_number_and_reason_and_the_rest_is_stored(
+    tmp_path, election, constituencies
+):
     a = constituencies[0]
     other = ConstituencyFactory(election=ElectionFactory(code="other-election"), code="elsewhere")
     lines = [
@@ -112,9 +123,7 @@ def test_each_bad_line_is_reported_with_its_number_and_reason_and_the_rest_is_st
 
     assert {t[0] for t in _stored()} == {"ok1", "ok2"}
     reported = err.strip().splitlines()
-    assert [line.split(":")[0] for line in reported] == [
-        f"line {n}" for n in (3, 4, 5, 6, 7, 8, 9, 10, 13)
-    ]
+    assert [line.split(":")[0] for line in reported] == [f"line {n}" for n in (3, 4, 5, 6, 7, 8, 9, 10, 13)]
     by_line = {int(line.split(":")[0].split()[1]): line for line in reported}
     assert by_line[3].startswith("line 3: kind: 'vote' is not one of")
     assert by_line[4] == "line 4: timestamp: '2024-09-06 10:00' has no UTC offset; add one such as 'Z' or '+03:00'."
@@ -129,7 +138,12 @@ def test_each_bad_line_is_reported_with_its_number_and_reason_and_the_rest_is_st
 
 
 def test_bad_json_lines_are_reported(tmp_path, election, constituencies):
-    good = {"tx_hash": "j1", "constituency": constituencies[0].code, "kind": "vote_cast", "timestamp": "2024-09-06T05:00:00Z"}
+    good = {
+        "tx_hash": "j1",
+        "constituency": constituencies[0].code,
+        "kind": "vote_cast",
+        "timestamp": "2024-09-06T05:00:00Z",
+    }
     lines = [
         json.dumps(good),
         "{not json",
@@ -141,21 +155,34 @@ def test_bad_json_lines_are_reported(tmp_path, election, constituencies):
     out, err = _import(_write(tmp_path / "tx.jsonl", "\n".join(lines) + "\n"))
 
     assert {t[0] for t in _stored()} == {"j1"}
-    assert [line.split(":")[0] for line in err.strip().splitlines()] == ["line 2", "line 3", "line 4", "line 5", "line 6"]
+    assert [line.split(":")[0] for line in err.strip().splitlines()] == [
+        "line 2",
+        "line 3",
+        "line 4",
+        "line 5",
+        "line 6",
+    ]
     assert "line 2: not valid JSON" in err
     assert "line 3: expected a JSON object" in err
     assert "line 4: election: 'another' is not the election being imported (test-election)." in err
-    assert "line 5: timestamp:" in err and "has no UTC offset" in err
+    assert "line 5: timestamp:" in err
+    assert "has no UTC offset" in err
     assert "read 6, created 1, duplicates 0, rejected 5" in out
 
 
 def test_bytes_that_are_not_utf8_reject_only_their_line(tmp_path, election, constituencies):
     code = constituencies[0].code.encode()
     data = (
-        HEADER.encode() + b"\n"
-        + b"ok," + code + b",vote_cast,2024-09-06T05:00:00Z,\n"
-        + b"h\xff," + code + b",vote_cast,2024-09-06T05:00:00Z,\n"
-        + b"h2,c\xfe," + b"vote_cast,2024-09-06T05:00:00Z,\n"
+        HEADER.encode()
+        + b"\n"
+        + b"ok,"
+        + code
+        + b",vote_cast,2024-09-06T05:00:00Z,\n"
+        + b"h\xff,"
+        + code
+        + b",vote_cast,2024-09-06T05:00:00Z,\n"
+        + b"h2,c\xfe,"
+        + b"vote_cast,2024-09-06T05:00:00Z,\n"
     )
     (tmp_path / "tx.csv").write_bytes(data)
     out, err = _import(tmp_path / "tx.csv")
@@ -184,7 +211,9 @@ def test_duplicates_in_the_file_and_already_stored_are_counted_not_stored_twice(
     assert "read 6, created 3, duplicates 3, rejected 0" in out
 
 
-def test_running_the_same_import_again_changes_nothing(tmp_path, election, constituencies, django_capture_on_commit_callbacks):
+def test_running_the_same_import_again_changes_nothing(
+    tmp_path, election, constituencies, django_capture_on_commit_callbacks
+):
     lines = [HEADER] + [
         f"r{i},{constituencies[i % 6].code},{'vote_cast' if i % 2 else 'bulletin_issued'},2024-09-06T0{5 + i % 4}:00:00Z,{i}"
         for i in range(20)
@@ -192,16 +221,24 @@ def test_running_the_same_import_again_changes_nothing(tmp_path, election, const
     path = _write(tmp_path / "tx.csv", "\n".join(lines) + "\n")
     with django_capture_on_commit_callbacks(execute=True):
         _import(path, "--batch-size", "6")
-    first = (_stored(), set(HourlyStats.objects.values_list("constituency_id", "hour", "votes_cast", "bulletins_issued")))
+    first = (
+        _stored(),
+        set(HourlyStats.objects.values_list("constituency_id", "hour", "votes_cast", "bulletins_issued")),
+    )
 
     with django_capture_on_commit_callbacks(execute=True):
         out, _ = _import(path, "--batch-size", "6")
 
-    assert (_stored(), set(HourlyStats.objects.values_list("constituency_id", "hour", "votes_cast", "bulletins_issued"))) == first
+    assert (
+        _stored(),
+        set(HourlyStats.objects.values_list("constituency_id", "hour", "votes_cast", "bulletins_issued")),
+    ) == first
     assert "read 20, created 0, duplicates 20, rejected 0" in out
 
 
-def test_each_batch_leaves_durable_dirty_marks_and_one_flush_consumes_them(tmp_path, election, constituencies, django_capture_on_commit_callbacks):
+def test_each_batch_leaves_durable_dirty_marks_and_one_flush_consumes_them(
+    tmp_path, election, constituencies, django_capture_on_commit_callbacks
+):
     lines = [HEADER] + [
         f"d{i},{constituencies[i % 3].code},vote_cast,2024-09-06T0{5 + i % 3}:10:00Z," for i in range(9)
     ]
@@ -221,7 +258,8 @@ def test_each_batch_leaves_durable_dirty_marks_and_one_flush_consumes_them(tmp_p
 def test_metrics_after_the_import_match_the_reference(tmp_path, django_capture_on_commit_callbacks):
     election = ElectionFactory(code="ref-election", timezone="Asia/Kolkata")
     constituencies = [
-        ConstituencyFactory(election=election, registered_voters=voters) for voters in (60, 200, 500, 800, 1000, 3000, 90)
+        ConstituencyFactory(election=election, registered_voters=voters)
+        for voters in (60, 200, 500, 800, 1000, 3000, 90)
     ]
     rng = random.Random(7)
     rows = []
@@ -241,7 +279,8 @@ def test_metrics_after_the_import_match_the_reference(tmp_path, django_capture_o
 
     with django_capture_on_commit_callbacks(execute=True):
         out, err = _import(_write(tmp_path / "tx.csv", text), "--batch-size", "97", election=election.code)
-    assert "rejected 0" in out and err == ""
+    assert "rejected 0" in out
+    assert err == ""
 
     ref_election = reference.RefElection(
         tz=election.timezone,
@@ -251,28 +290,33 @@ def test_metrics_after_the_import_match_the_reference(tmp_path, django_capture_o
         transactions=[(h, c.id, k, ts) for h, c, k, ts in rows],
     )
     expected = reference.compute(ref_election, now=dj_timezone.now())
-    stored = {
-        (s.constituency_id, s.hour): s
-        for s in HourlyStats.objects.filter(election=election)
-    }
+    stored = {(s.constituency_id, s.hour): s for s in HourlyStats.objects.filter(election=election)}
     assert stored.keys() == expected["hourly"].keys()
     for key, row in expected["hourly"].items():
         got = stored[key]
         assert (got.bulletins_issued, got.votes_cast, got.transaction_count, got.anomaly_count) == (
-            row["bulletins_issued"], row["votes_cast"], row["transaction_count"], row["anomaly_count"]
+            row["bulletins_issued"],
+            row["votes_cast"],
+            row["transaction_count"],
+            row["anomaly_count"],
         ), key
         assert got.participation_rate == pytest.approx(row["participation_rate"])
         assert got.vote_velocity == pytest.approx(row["vote_velocity"])
     found = set(Anomaly.objects.filter(election=election).values_list("constituency_id", "hour", "kind"))
     assert found == set(expected["anomalies"])
     assert {kind for _, _, kind in found} == {
-        "velocity_spike", "turnout_over_100", "votes_exceed_bulletins", "outside_voting_window"
+        "velocity_spike",
+        "turnout_over_100",
+        "votes_exceed_bulletins",
+        "outside_voting_window",
     }
     for c in constituencies:
         c.refresh_from_db()
         ref = expected["constituencies"][c.id]
         assert (c.total_votes_cast, c.total_transactions, c.total_anomalies) == (
-            ref["total_votes_cast"], ref["total_transactions"], ref["total_anomalies"]
+            ref["total_votes_cast"],
+            ref["total_transactions"],
+            ref["total_anomalies"],
         )
         assert c.anomaly_score == pytest.approx(ref["anomaly_score"])
 
@@ -283,7 +327,9 @@ def test_unknown_election_missing_file_and_bad_header_store_nothing(tmp_path, el
         _import(good, election="nope")
     with pytest.raises(CommandError, match="No such file"):
         _import(tmp_path / "missing.csv")
-    no_kind = _write(tmp_path / "nokind.csv", f"tx_hash,constituency,timestamp\nh1,{constituencies[0].code},2024-09-06T05:00:00Z\n")
+    no_kind = _write(
+        tmp_path / "nokind.csv", f"tx_hash,constituency,timestamp\nh1,{constituencies[0].code},2024-09-06T05:00:00Z\n"
+    )
     with pytest.raises(CommandError, match="lacks required column.*kind"):
         _import(no_kind)
     with pytest.raises(CommandError, match="empty"):
@@ -296,7 +342,8 @@ def test_unknown_election_missing_file_and_bad_header_store_nothing(tmp_path, el
 def test_strict_exits_non_zero_on_rejected_lines_but_keeps_the_valid_ones(tmp_path, election, constituencies):
     path = _write(
         tmp_path / "tx.csv",
-        HEADER + f"\nh1,{constituencies[0].code},vote_cast,2024-09-06T05:00:00Z,\nh2,{constituencies[0].code},vote,x,\n",
+        HEADER
+        + f"\nh1,{constituencies[0].code},vote_cast,2024-09-06T05:00:00Z,\nh2,{constituencies[0].code},vote,x,\n",
     )
     with pytest.raises(CommandError, match="1 line"):
         _import(path, "--strict")
@@ -306,8 +353,12 @@ def test_strict_exits_non_zero_on_rejected_lines_but_keeps_the_valid_ones(tmp_pa
 def test_a_corrupt_gzip_stream_stops_the_import_keeping_the_stored_batches_and_their_flush(
     tmp_path, election, constituencies, django_capture_on_commit_callbacks
 ):
-    text = HEADER + "\n" + "".join(
-        f"z{i:04d},{constituencies[i % 6].code},vote_cast,2024-09-06T05:{i % 60:02d}:00Z,{i}\n" for i in range(3000)
+    text = (
+        HEADER
+        + "\n"
+        + "".join(
+            f"z{i:04d},{constituencies[i % 6].code},vote_cast,2024-09-06T05:{i % 60:02d}:00Z,{i}\n" for i in range(3000)
+        )
     )
     data = gzip.compress(text.encode())
     (tmp_path / "tx.csv.gz").write_bytes(data[: len(data) // 2])
@@ -316,7 +367,8 @@ def test_a_corrupt_gzip_stream_stops_the_import_keeping_the_stored_batches_and_t
         _import(tmp_path / "tx.csv.gz", "--batch-size", "100")
 
     stored = Transaction.objects.count()
-    assert 0 < stored < 3000 and stored % 100 == 0
+    assert 0 < stored < 3000
+    assert stored % 100 == 0
     # The batches that made it are flushed all the same.
     assert not DirtyBucket.objects.exists()
     assert sum(HourlyStats.objects.values_list("votes_cast", flat=True)) == stored
@@ -328,12 +380,18 @@ def test_a_command_run_outside_any_transaction_stores_batches_while_parsing_and_
     # connection while the next is parsed; the result must be the same as inline.
     election = ElectionFactory(code="autocommit-election")
     constituencies = ConstituencyFactory.create_batch(4, election=election, registered_voters=5000)
-    lines = [HEADER] + [
-        f"a{i:05d},{constituencies[i % 4].code},{'vote_cast' if i % 2 else 'bulletin_issued'},"
-        f"2024-09-06T{5 + i % 9:02d}:{i % 60:02d}:00Z,{i}"
-        for i in range(2500)
-    ] + [f"a00001,{constituencies[0].code},vote_cast,2024-09-06T05:00:00Z,", "bad,line"]
-    out, err = _import(_write(tmp_path / "tx.csv", "\n".join(lines) + "\n"), "--batch-size", "300", election=election.code)
+    lines = (
+        [HEADER]
+        + [
+            f"a{i:05d},{constituencies[i % 4].code},{'vote_cast' if i % 2 else 'bulletin_issued'},"
+            f"2024-09-06T{5 + i % 9:02d}:{i % 60:02d}:00Z,{i}"
+            for i in range(2500)
+        ]
+        + [f"a00001,{constituencies[0].code},vote_cast,2024-09-06T05:00:00Z,", "bad,line"]
+    )
+    out, err = _import(
+        _write(tmp_path / "tx.csv", "\n".join(lines) + "\n"), "--batch-size", "300", election=election.code
+    )
 
     assert "read 2502, created 2500, duplicates 1, rejected 1" in out
     assert Transaction.objects.filter(election=election).count() == 2500

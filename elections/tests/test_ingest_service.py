@@ -128,7 +128,7 @@ def test_tx_hash_is_unique_through_one_named_constraint_and_nothing_else_indexes
 
     assert list(indexes) == ["transaction_tx_hash_unique"]
     assert indexes["transaction_tx_hash_unique"]["unique"]
-    row = dict(election=election, constituency=constituencies[0], kind=VOTE, timestamp=VOTING_STARTS)
+    row = {"election": election, "constituency": constituencies[0], "kind": VOTE, "timestamp": VOTING_STARTS}
     Transaction.objects.create(tx_hash="same", **row)
     with pytest.raises(IntegrityError), transaction.atomic():
         Transaction.objects.create(tx_hash="same", **row)

@@ -1,6 +1,6 @@
 """elections/models.py: constraints, derived status and hour, and the ORM ingest path."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -12,7 +12,7 @@ from metrics.models import DirtyBucket, HourlyStats
 
 pytestmark = pytest.mark.django_db
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def utc(*args) -> datetime:
@@ -181,7 +181,10 @@ def test_save_derives_the_local_hour_bucket(tz, timestamp, hour):
 
 def test_save_fills_the_election_from_the_constituency(constituencies):
     saved = Transaction(
-        tx_hash="0xorm", constituency=constituencies[0], kind="vote_cast", timestamp=VOTING_STARTS + timedelta(minutes=5)
+        tx_hash="0xorm",
+        constituency=constituencies[0],
+        kind="vote_cast",
+        timestamp=VOTING_STARTS + timedelta(minutes=5),
     )
 
     saved.save()

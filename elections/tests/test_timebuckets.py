@@ -1,6 +1,6 @@
 """elections.timebuckets: hour, day, week and month buckets in the election's timezone."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from elections.timebuckets import HOUR, hour_bucket, hour_of_day, local_midnight_instant, period_end, period_start
 from metrics.tests import reference
 
-UTC = timezone.utc
+UTC = UTC
 # Whole-hour DST shifts on the local hour only: Lord Howe's 30-minute shift is out of scope.
 ZONES = [
     "UTC",
@@ -31,7 +31,7 @@ def utc(*args) -> datetime:
 
 
 @pytest.mark.parametrize(
-    "zone, ts, start",
+    ("zone", "ts", "start"),
     [
         ("Asia/Kolkata", utc(2024, 4, 19, 5, 10), utc(2024, 4, 19, 4, 30)),  # 10:40 IST
         ("Asia/Kolkata", utc(2024, 4, 19, 5, 30), utc(2024, 4, 19, 5, 30)),  # 11:00 IST exactly

@@ -36,9 +36,9 @@ from metrics.api.serializers import (
     ElectionMetricsSerializer,
     ElectionPathSerializer,
     ErrorSerializer,
+    HourlyStatsSerializer,
     RecomputeAcceptedSerializer,
     RecomputeRequestSerializer,
-    HourlyStatsSerializer,
     TimePeriodFilterSerializer,
     TimePeriodSerializer,
     TimeRangeFilterSerializer,
@@ -54,9 +54,7 @@ _REPRESENTATIONS: dict[tuple, "Representation"] = {}
 
 ID_SCHEMA = {"type": "integer", "minimum": 1, "maximum": selectors.ID_MAX}
 ELECTION_ID = OpenApiParameter("election_id", ID_SCHEMA, OpenApiParameter.PATH, description="Election id.")
-CONSTITUENCY_ID = OpenApiParameter(
-    "constituency_id", ID_SCHEMA, OpenApiParameter.PATH, description="Constituency id."
-)
+CONSTITUENCY_ID = OpenApiParameter("constituency_id", ID_SCHEMA, OpenApiParameter.PATH, description="Constituency id.")
 BAD_REQUEST = OpenApiResponse(OpenApiTypes.OBJECT, description="Invalid parameters: field name → messages.")
 NOT_FOUND = OpenApiResponse(ErrorSerializer, description="No such election/constituency, or no such page.")
 NOT_MODIFIED = OpenApiResponse(description="The ETag in If-None-Match is still current.")
@@ -123,7 +121,9 @@ class ReadView(APIView):
             return {name: int(text)}
         serializer = serializer_class(data=self.kwargs)
         if not serializer.is_valid():
-            if any(getattr(error, "code", None) == "max_value" for errors in serializer.errors.values() for error in errors):
+            if any(
+                getattr(error, "code", None) == "max_value" for errors in serializer.errors.values() for error in errors
+            ):
                 # A well-formed id beyond any stored one names a missing object: 404, not 400.
                 raise NotFound(f"No {name.removesuffix('_id')} with id {text}.")
             raise ValidationError(serializer.errors)
@@ -281,9 +281,7 @@ class DashboardDetailedView(ReadView):
 class AnomalyListView(ReadView):
     """Anomalies, latest hour first, filterable by election, constituency and kind."""
 
-    @extend_schema(
-        parameters=[AnomalyFilterSerializer], responses={200: AnomalySerializer(many=True), **ERRORS}
-    )
+    @extend_schema(parameters=[AnomalyFilterSerializer], responses={200: AnomalySerializer(many=True), **ERRORS})
     def get(self, request):
         rows = selectors.anomaly_list(**self._filters())
         return self.paginated(rows, AnomalySerializer)

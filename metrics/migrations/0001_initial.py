@@ -6,67 +6,149 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('elections', '0001_initial'),
+        ("elections", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Anomaly',
+            name="Anomaly",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('hour', models.DateTimeField()),
-                ('kind', models.CharField(choices=[('turnout_over_100', 'Turnout Over 100'), ('votes_exceed_bulletins', 'Votes Exceed Bulletins'), ('velocity_spike', 'Velocity Spike'), ('outside_voting_window', 'Outside Voting Window')], max_length=32)),
-                ('weight', models.FloatField()),
-                ('details', models.JSONField(default=dict)),
-                ('detected_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('constituency', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='anomalies', to='elections.constituency')),
-                ('election', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='anomalies', to='elections.election')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("hour", models.DateTimeField()),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("turnout_over_100", "Turnout Over 100"),
+                            ("votes_exceed_bulletins", "Votes Exceed Bulletins"),
+                            ("velocity_spike", "Velocity Spike"),
+                            ("outside_voting_window", "Outside Voting Window"),
+                        ],
+                        max_length=32,
+                    ),
+                ),
+                ("weight", models.FloatField()),
+                ("details", models.JSONField(default=dict)),
+                ("detected_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "constituency",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="anomalies",
+                        to="elections.constituency",
+                    ),
+                ),
+                (
+                    "election",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="anomalies",
+                        to="elections.election",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'anomalies',
-                'ordering': ['-hour', 'constituency_id', 'kind'],
-                'indexes': [models.Index(fields=['election', 'hour'], name='anomaly_election_hour'), models.Index(fields=['election', 'kind', 'hour'], name='anomaly_election_kind_hour')],
-                'constraints': [models.UniqueConstraint(fields=('constituency', 'hour', 'kind'), name='anomaly_unique_per_bucket_kind')],
+                "verbose_name_plural": "anomalies",
+                "ordering": ["-hour", "constituency_id", "kind"],
+                "indexes": [
+                    models.Index(fields=["election", "hour"], name="anomaly_election_hour"),
+                    models.Index(fields=["election", "kind", "hour"], name="anomaly_election_kind_hour"),
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("constituency", "hour", "kind"), name="anomaly_unique_per_bucket_kind"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='DirtyBucket',
+            name="DirtyBucket",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('hour', models.DateTimeField(null=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('constituency', models.ForeignKey(db_index=False, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='elections.constituency')),
-                ('election', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='elections.election')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("hour", models.DateTimeField(null=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "constituency",
+                    models.ForeignKey(
+                        db_index=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="elections.constituency",
+                    ),
+                ),
+                (
+                    "election",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="elections.election",
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['election', 'id'], name='dirty_bucket_election_id')],
+                "indexes": [models.Index(fields=["election", "id"], name="dirty_bucket_election_id")],
             },
         ),
         migrations.CreateModel(
-            name='HourlyStats',
+            name="HourlyStats",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('hour', models.DateTimeField(help_text="Bucket start: the local hour in the election's timezone, as an instant.")),
-                ('bulletins_issued', models.IntegerField(default=0)),
-                ('votes_cast', models.IntegerField(default=0)),
-                ('transaction_count', models.IntegerField(default=0)),
-                ('bulletin_velocity', models.FloatField(default=0.0, help_text='Bulletins per minute.')),
-                ('vote_velocity', models.FloatField(default=0.0, help_text='Votes per minute.')),
-                ('participation_rate', models.FloatField(default=0.0, help_text='100 × cumulative votes up to the end of this hour ÷ registered voters.')),
-                ('anomaly_count', models.IntegerField(default=0)),
-                ('timestamp', models.DateTimeField(default=django.utils.timezone.now, help_text='When this row was last computed.')),
-                ('constituency', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='hourly_stats', to='elections.constituency')),
-                ('election', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='hourly_stats', to='elections.election')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "hour",
+                    models.DateTimeField(
+                        help_text="Bucket start: the local hour in the election's timezone, as an instant."
+                    ),
+                ),
+                ("bulletins_issued", models.IntegerField(default=0)),
+                ("votes_cast", models.IntegerField(default=0)),
+                ("transaction_count", models.IntegerField(default=0)),
+                ("bulletin_velocity", models.FloatField(default=0.0, help_text="Bulletins per minute.")),
+                ("vote_velocity", models.FloatField(default=0.0, help_text="Votes per minute.")),
+                (
+                    "participation_rate",
+                    models.FloatField(
+                        default=0.0, help_text="100 × cumulative votes up to the end of this hour ÷ registered voters."
+                    ),
+                ),
+                ("anomaly_count", models.IntegerField(default=0)),
+                (
+                    "timestamp",
+                    models.DateTimeField(
+                        default=django.utils.timezone.now, help_text="When this row was last computed."
+                    ),
+                ),
+                (
+                    "constituency",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="hourly_stats",
+                        to="elections.constituency",
+                    ),
+                ),
+                (
+                    "election",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="hourly_stats",
+                        to="elections.election",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'hourly stats',
-                'ordering': ['hour', 'constituency_id'],
-                'indexes': [models.Index(fields=['election', 'hour'], name='hourly_stats_election_hour')],
-                'constraints': [models.UniqueConstraint(fields=('constituency', 'hour'), name='hourly_stats_unique_bucket')],
+                "verbose_name_plural": "hourly stats",
+                "ordering": ["hour", "constituency_id"],
+                "indexes": [models.Index(fields=["election", "hour"], name="hourly_stats_election_hour")],
+                "constraints": [
+                    models.UniqueConstraint(fields=("constituency", "hour"), name="hourly_stats_unique_bucket")
+                ],
             },
         ),
     ]

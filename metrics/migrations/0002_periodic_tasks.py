@@ -10,7 +10,12 @@ def create_schedule(apps, schema_editor):
         interval, _ = IntervalSchedule.objects.get_or_create(every=entry["every_seconds"], period="seconds")
         PeriodicTask.objects.update_or_create(
             name=entry["name"],
-            defaults={"task": entry["task"], "interval": interval, "expire_seconds": entry["expire_seconds"], "enabled": True},
+            defaults={
+                "task": entry["task"],
+                "interval": interval,
+                "expire_seconds": entry["expire_seconds"],
+                "enabled": True,
+            },
         )
 
 

@@ -5,21 +5,33 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('elections', '0003_transaction_covering_bucket_index'),
-        ('metrics', '0002_periodic_tasks'),
+        ("elections", "0003_transaction_covering_bucket_index"),
+        ("metrics", "0002_periodic_tasks"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='dirtybucket',
-            name='constituency',
-            field=models.ForeignKey(db_constraint=False, db_index=False, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='elections.constituency'),
+            model_name="dirtybucket",
+            name="constituency",
+            field=models.ForeignKey(
+                db_constraint=False,
+                db_index=False,
+                null=True,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="+",
+                to="elections.constituency",
+            ),
         ),
         migrations.AlterField(
-            model_name='dirtybucket',
-            name='election',
-            field=models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='elections.election'),
+            model_name="dirtybucket",
+            name="election",
+            field=models.ForeignKey(
+                db_constraint=False,
+                db_index=False,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="+",
+                to="elections.election",
+            ),
         ),
     ]

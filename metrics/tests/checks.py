@@ -71,9 +71,7 @@ def reference_snapshot(ref: reference.RefElection, now: datetime) -> dict:
     result = reference.compute(ref, now)
     hourly = {key: {name: row[name] for name in HOURLY} for key, row in result["hourly"].items()}
     found = {key: (float(w), result["anomaly_details"][key]) for key, w in result["anomalies"].items()}
-    constituencies = {
-        cid: {name: row[name] for name in CONSTITUENCY} for cid, row in result["constituencies"].items()
-    }
+    constituencies = {cid: {name: row[name] for name in CONSTITUENCY} for cid, row in result["constituencies"].items()}
     return {"hourly": hourly, "anomalies": found, "constituencies": constituencies}
 
 

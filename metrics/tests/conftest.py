@@ -6,6 +6,7 @@ Without them they are skipped on a developer machine, and fail when CI is set: i
 nothing may be skipped.
 """
 
+import contextlib
 import os
 import signal
 import socket
@@ -111,10 +112,8 @@ class WorkerProcess:
         """kill -9 the worker and its pool: no shutdown, no acks, no message restored."""
         if self.process is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.process.wait(timeout=10)
 
     def stop(self) -> None:
@@ -216,7 +215,7 @@ class TaskEvents:
             with self.app.connection_for_read() as connection:
                 self.receiver = self.app.events.Receiver(connection, handlers={"*": self._on_event})
                 self.receiver.capture(limit=None, timeout=None, wakeup=True)
-        except Exception as error:  # noqa: BLE001 - surfaced by __enter__
+        except Exception as error:
             self.error = error
             self.ready.set()
 
@@ -265,7 +264,7 @@ class RowLock:
         self.database = self.connection.info.dbname
 
     def hold(self, table: str, pk: int) -> None:
-        self.connection.execute(f"SELECT 1 FROM {table} WHERE id = %s FOR NO KEY UPDATE", [pk])  # noqa: S608
+        self.connection.execute(f"SELECT 1 FROM {table} WHERE id = %s FOR NO KEY UPDATE", [pk])
 
     def release(self) -> None:
         self.connection.rollback()

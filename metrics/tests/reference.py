@@ -8,10 +8,10 @@ with its fold, which is a different road to the same instants than the product t
 import math
 import statistics
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-UTC = timezone.utc
+UTC = UTC
 DEFAULT_WEIGHTS = {"turnout_over_100": 5, "votes_exceed_bulletins": 3, "velocity_spike": 2, "outside_voting_window": 1}
 
 
@@ -114,7 +114,9 @@ def compute(election: RefElection, now: datetime, cfg: RefSettings | None = None
     for cid, voters in election.registered.items():
         rows = {h: r for (c, h), r in hourly.items() if c == cid}
         weight_sum = sum(w for (c, _, _), w in anomalies.items() if c == cid)
-        activity = [{"hour_of_day": i, "bulletins_issued": 0, "votes_cast": 0, "transaction_count": 0} for i in range(24)]
+        activity = [
+            {"hour_of_day": i, "bulletins_issued": 0, "votes_cast": 0, "transaction_count": 0} for i in range(24)
+        ]
         for h, r in rows.items():
             slot = activity[h.astimezone(ZoneInfo(election.tz)).hour]
             for name in ("bulletins_issued", "votes_cast", "transaction_count"):

@@ -75,7 +75,9 @@ def test_derived_rows_cannot_be_added_changed_or_deleted(admin_client, constitue
     add = admin_client.get(url(model, "add"))
     change = admin_client.post(url(model, "change", row.pk), {})
     delete = admin_client.post(url(model, "delete", row.pk), {"post": "yes"})
-    bulk_delete = admin_client.post(url(model), {"action": "delete_selected", "_selected_action": [row.pk], "post": "yes"})
+    bulk_delete = admin_client.post(
+        url(model), {"action": "delete_selected", "_selected_action": [row.pk], "post": "yes"}
+    )
 
     assert view.status_code == 200  # inspectable ...
     assert not view.context["has_change_permission"]
@@ -113,7 +115,9 @@ def test_constituency_filter_appears_only_once_an_election_is_chosen(admin_clien
 
 
 def test_anomalies_filter_by_kind(admin_client, constituencies):
-    spike = AnomalyFactory(constituency=constituencies[0], hour=VOTING_STARTS, kind=AnomalyKind.VELOCITY_SPIKE, weight=2)
+    spike = AnomalyFactory(
+        constituency=constituencies[0], hour=VOTING_STARTS, kind=AnomalyKind.VELOCITY_SPIKE, weight=2
+    )
     AnomalyFactory(constituency=constituencies[0], hour=VOTING_STARTS, kind=AnomalyKind.TURNOUT_OVER_100, weight=5)
 
     response = admin_client.get(url("anomaly"), {"kind__exact": "velocity_spike"})
@@ -139,7 +143,9 @@ def test_date_hierarchy_on_hour(admin_client, constituencies):
     assert shown_ids(response) == [first_day.id]
 
 
-def test_list_shows_rows_written_by_the_metrics_engine(admin_client, constituencies, django_capture_on_commit_callbacks):
+def test_list_shows_rows_written_by_the_metrics_engine(
+    admin_client, constituencies, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True):
         TransactionFactory(
             constituency=constituencies[0], kind="bulletin_issued", timestamp=VOTING_STARTS - timedelta(minutes=30)

@@ -2,7 +2,7 @@
 
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import OperationalError, connection, connections
@@ -15,7 +15,7 @@ from metrics.models import Anomaly, AnomalyKind, HourlyStats
 from metrics.pipeline import dirty_buckets_flush
 from metrics.tests import checks
 
-UTC = timezone.utc
+UTC = UTC
 HOUR = timedelta(hours=1)
 T0 = datetime(2024, 9, 6, 5, 0, tzinfo=UTC)  # 08:00 in Moscow: buckets on the UTC hour
 VOTE, BULLETIN = "vote_cast", "bulletin_issued"
@@ -158,7 +158,8 @@ def test_velocity_of_hours_partly_outside_the_window():
     t.flush(now)
 
     got = rows(t.ids[0])
-    assert got[T0].vote_velocity == 0.5 and got[T0].bulletin_velocity == 0.05
+    assert got[T0].vote_velocity == 0.5
+    assert got[T0].bulletin_velocity == 0.05
     assert got[T0 + 2 * HOUR].vote_velocity == 0.2
     assert got[T0 + 4 * HOUR].vote_velocity == 3.0
     t.check(now)
@@ -294,7 +295,7 @@ def test_concurrent_recomputes_of_one_election_agree():
                     # shared in-memory test database refuses a second writer instead of waiting.
                     retries.append(error)
                     time.sleep(0.01)
-        except Exception as error:  # noqa: BLE001 - reported below
+        except Exception as error:
             errors.append(error)
         finally:
             connections.close_all()
@@ -318,7 +319,7 @@ FULL_QUERIES = 14
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("places, hours", [(5, 1), (50, 1), (5, 10)])
+@pytest.mark.parametrize(("places", "hours"), [(5, 1), (50, 1), (5, 10)])
 def test_recompute_query_count_does_not_grow_with_the_election(places, hours, django_assert_max_num_queries):
     """One bound for 5 hourly rows and for 10x as many places or hours. Writes are one
     statement per batch of rows (SQLite allows 999 bound parameters: 90 hourly rows per

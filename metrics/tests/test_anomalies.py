@@ -1,7 +1,7 @@
 """metrics.anomalies: each rule of SPEC section 4 firing and not firing, alone and through a
 real ingest and recompute; and the anomaly score."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -11,7 +11,7 @@ from metrics import anomalies
 from metrics.models import Anomaly, AnomalyKind, HourlyStats
 from metrics.tests import checks
 
-UTC = timezone.utc
+UTC = UTC
 HOUR = timedelta(hours=1)
 T0 = datetime(2024, 9, 6, 5, 0, tzinfo=UTC)
 NOW = T0 + 20 * HOUR
@@ -96,7 +96,7 @@ def test_thresholds_and_weights_are_settings(settings):
 
 
 @pytest.mark.parametrize(
-    "weight_sum, score",
+    ("weight_sum", "score"),
     [(0, 0.0), (1, 9.52), (2, 18.13), (3, 25.92), (8, 55.07), (11, 66.71), (100, 100.0)],
 )
 def test_anomaly_score_is_100_times_one_minus_e_to_the_minus_s_over_10_rounded(weight_sum, score):
@@ -174,7 +174,7 @@ def test_outside_voting_window_follows_a_moved_window():
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    "places, burst, spikes",
+    ("places", "burst", "spikes"),
     [
         (4, 40, False),  # four places: not judged
         (5, 40, True),

@@ -18,10 +18,24 @@ CASES = [
     (TP, {"constituency_id": "C"}, {}, 400, "period", "required"),
     (TP, {"constituency_id": "C"}, {"period": "year"}, 400, "period", "'year' is not a valid period"),
     (TP, {"constituency_id": "C"}, {"period": "Day"}, 400, "period", "hour, day, week, month"),
-    (TP, {"constituency_id": "C"}, {"period": "day", "start_time": "2024-09-06T05:00:00"}, 400, "start_time", "no UTC offset"),
+    (
+        TP,
+        {"constituency_id": "C"},
+        {"period": "day", "start_time": "2024-09-06T05:00:00"},
+        400,
+        "start_time",
+        "no UTC offset",
+    ),
     (TP, {"constituency_id": "C"}, {"period": "day", "end_time": "2024-09-06 05:00"}, 400, "end_time", "no UTC offset"),
     (TP, {"constituency_id": "C"}, {"period": "day", "start_time": "yesterday"}, 400, "start_time", "wrong format"),
-    (TP, {"constituency_id": "C"}, {"period": "day", "start_time": "2024-13-01T00:00:00Z"}, 400, "start_time", "wrong format"),
+    (
+        TP,
+        {"constituency_id": "C"},
+        {"period": "day", "start_time": "2024-13-01T00:00:00Z"},
+        400,
+        "start_time",
+        "wrong format",
+    ),
     (
         TP,
         {"constituency_id": "C"},
@@ -59,8 +73,22 @@ CASES = [
     ("election-metrics", {"election_id": str(2**63 - 1)}, {}, 404, "detail", f"No election with id {2**63 - 1}"),
     ("election-metrics", {"election_id": str(2**63)}, {}, 404, "detail", f"No election with id {2**63}"),
     ("election-constituencies", {"election_id": "999999"}, {}, 404, "detail", "No election with id 999999"),
-    ("election-constituencies", {"election_id": "E"}, {"ordering": "votes"}, 400, "ordering", "'votes' is not a valid ordering"),
-    ("election-constituencies", {"election_id": "E"}, {"ordering": "--anomaly_score"}, 400, "ordering", "not a valid ordering"),
+    (
+        "election-constituencies",
+        {"election_id": "E"},
+        {"ordering": "votes"},
+        400,
+        "ordering",
+        "'votes' is not a valid ordering",
+    ),
+    (
+        "election-constituencies",
+        {"election_id": "E"},
+        {"ordering": "--anomaly_score"},
+        400,
+        "ordering",
+        "not a valid ordering",
+    ),
     ("election-constituencies", {"election_id": "E"}, {"page_size": "5000"}, 400, "page_size", "from 1 to 1000"),
     ("anomaly-list", {}, {"kind": "fraud"}, 400, "kind", "'fraud' is not a valid anomaly kind"),
     ("anomaly-list", {}, {"election": "abc"}, 400, "election", "'abc' is not a valid election id"),
@@ -87,7 +115,9 @@ def _fill(values: dict, objects: dict) -> dict:
 
 
 @pytest.mark.parametrize(
-    "route, kwargs, params, status, field, words", CASES, ids=[f"{c[0]}-{c[4]}-{i}" for i, c in enumerate(CASES)]
+    ("route", "kwargs", "params", "status", "field", "words"),
+    CASES,
+    ids=[f"{c[0]}-{c[4]}-{i}" for i, c in enumerate(CASES)],
 )
 def test_bad_input_is_answered_with_a_clear_message(api_client, objects, route, kwargs, params, status, field, words):
     response = api_client.get(reverse(route, kwargs=_fill(kwargs, objects)), _fill(params, objects))

@@ -82,7 +82,7 @@ def test_time_period_buckets_match_the_reference(api_client, seeded, period):
         got = [{**b, "start": as_utc(b["start"]), "end": as_utc(b["end"])} for b in body["buckets"]]
         want = seeded.rollup(member.id, period)
         assert [(b["start"], b["end"]) for b in got] == [(b["start"], b["end"]) for b in want]
-        for g, w in zip(got, want):
+        for g, w in zip(got, want, strict=False):
             assert_fields(g, w, ("bulletins_issued", "votes_cast", "transaction_count", "anomaly_count"))
             assert g["participation_rate"] == pytest.approx(w["participation_rate"])
 
@@ -140,14 +140,15 @@ def test_election_constituencies_are_paginated_in_the_requested_order(api_client
     want = sorted(seeded.expected["constituencies"].items(), key=lambda item: (sign * item[1][name], item[0]))
     url = reverse("election-constituencies", kwargs={"election_id": seeded.election.id})
     got, page = [], api_client.get(url, {"ordering": ordering, "page_size": 4}).json()
-    assert page["count"] == 9 and page["previous"] is None
+    assert page["count"] == 9
+    assert page["previous"] is None
     while True:
         got.extend(page["results"])
         if not page["next"]:
             break
         page = api_client.get(page["next"]).json()
     assert [row["constituency_id"] for row in got] == [cid for cid, _ in want]
-    for row, (_, expected) in zip(got, want):
+    for row, (_, expected) in zip(got, want, strict=False):
         assert_fields(row, expected, CONSTITUENCY_NUMBERS)
         assert "hourly_activity" not in row
 
@@ -167,13 +168,11 @@ def test_dashboards_sum_over_every_election(api_client):
     assert {k: v for k, v in detailed["summary"].items() if k != "computed_at"} == {
         k: v for k, v in summary.items() if k != "computed_at"
     }
-    for body, want in zip(detailed["elections"], elections):
+    for body, want in zip(detailed["elections"], elections, strict=False):
         assert_fields(body, want, ELECTION_NUMBERS)
         assert len(body["hourly_turnout"]) == len(want["hourly_turnout"])
     scores = {
-        cid: c["anomaly_score"]
-        for seeded in (first, second)
-        for cid, c in seeded.expected["constituencies"].items()
+        cid: c["anomaly_score"] for seeded in (first, second) for cid, c in seeded.expected["constituencies"].items()
     }
     top = sorted(scores, key=lambda cid: (-scores[cid], cid))[:10]
     assert [c["constituency_id"] for c in detailed["top_anomalous_constituencies"]] == top
@@ -225,7 +224,7 @@ def test_cached_constituency_reads_make_no_database_query(api_client, django_ass
 
 
 @pytest.mark.parametrize(
-    "name, kwargs",
+    ("name", "kwargs"),
     [
         ("election-metrics", {"election_id": "E"}),
         ("election-constituencies", {"election_id": "E"}),
@@ -242,7 +241,8 @@ def test_cached_reads_send_an_etag_and_answer_304(api_client, name, kwargs):
     params = {"period": "week"} if name == "constituency-time-period" else {}
     first = api_client.get(url, params)
     etag = first["ETag"]
-    assert etag.startswith('"') and etag.endswith('"')
+    assert etag.startswith('"')
+    assert etag.endswith('"')
     again = api_client.get(url, params, HTTP_IF_NONE_MATCH=etag)
     assert again.status_code == 304
     assert again["ETag"] == etag
@@ -262,7 +262,8 @@ def test_a_cached_read_answers_the_same_bytes_in_every_negotiated_form(api_clien
     assert again.content == first.content
     assert again["Content-Type"] == first["Content-Type"] == "application/json"
     indented = api_client.get(url, HTTP_ACCEPT="application/json; indent=2")
-    assert indented.content.startswith(b'{\n  "') and indented.json() == first.json()
+    assert indented.content.startswith(b'{\n  "')
+    assert indented.json() == first.json()
     html = api_client.get(url, HTTP_ACCEPT="text/html")
     assert html["Content-Type"].startswith("text/html")
     assert api_client.get(url).content == first.content
@@ -380,7 +381,8 @@ def test_concurrent_anonymous_requests_are_each_counted(throttle_clock):
         thread.start()
     for thread in threads:
         thread.join()
-    assert allowed.count(True) == 3 and len(allowed) == 30
+    assert allowed.count(True) == 3
+    assert len(allowed) == 30
 
 
 def test_the_throttle_lets_requests_through_when_the_cache_is_down(api_client, settings, throttle_clock, caplog):

@@ -31,7 +31,9 @@ def test_staff_recompute_of_an_election_answers_202_and_repairs_it(staff_client,
 
     assert response.status_code == 202
     body = response.json()
-    assert body["election_id"] == stored.id and body["constituency_id"] is None and body["task_id"]
+    assert body["election_id"] == stored.id
+    assert body["constituency_id"] is None
+    assert body["task_id"]
     stats_match(stored)
 
 
@@ -47,7 +49,7 @@ def test_recompute_of_a_constituency_names_its_election(staff_client, stored, co
 
 
 @pytest.mark.parametrize(
-    "body, field, message",
+    ("body", "field", "message"),
     [
         ({}, "non_field_errors", "Give an election or a constituency."),
         ({"election": 987654}, "election", "No election with id 987654."),

@@ -38,7 +38,9 @@ def snapshot(election):
             "constituency_id", "hour", "bulletins_issued", "votes_cast", "transaction_count", "participation_rate", "anomaly_count"
         )
     )  # fmt: skip
-    anomalies = sorted(Anomaly.objects.filter(election=election).values_list("constituency_id", "hour", "kind", "weight"))
+    anomalies = sorted(
+        Anomaly.objects.filter(election=election).values_list("constituency_id", "hour", "kind", "weight")
+    )
     totals = sorted(
         Constituency.objects.filter(election=election).values_list(
             "id", "total_bulletins_issued", "total_votes_cast", "total_transactions", "total_anomalies", "participation_rate", "anomaly_score"
@@ -53,8 +55,10 @@ def test_backfill_computes_everything_and_says_what_it_did(election, constituenc
     stats_match(election)
     assert "6 constituencies" in out
     buckets = HourlyStats.objects.filter(election=election).count()
-    assert f"{buckets} buckets recounted" in out and f"{buckets} hourly rows written" in out
-    assert "anomalies now" in out and "s." in out
+    assert f"{buckets} buckets recounted" in out
+    assert f"{buckets} hourly rows written" in out
+    assert "anomalies now" in out
+    assert "s." in out
 
 
 def test_backfill_twice_gives_the_same_rows(election, constituencies):
@@ -120,7 +124,8 @@ def test_backfill_of_a_time_range(election, constituencies):
     since, until = VOTING_STARTS + timedelta(hours=3), VOTING_STARTS + timedelta(hours=5)
     out = backfill("--election", election.code, "--since", since.isoformat(), "--until", until.isoformat())
     inside = HourlyStats.objects.filter(election=election, hour__gte=since, hour__lt=until)
-    assert inside.exists() and not inside.filter(transaction_count=0).exists()
+    assert inside.exists()
+    assert not inside.filter(transaction_count=0).exists()
     assert HourlyStats.objects.filter(election=election, hour__lt=since, transaction_count=0).exists()
     assert HourlyStats.objects.filter(election=election, hour__gte=until, transaction_count=0).exists()
     assert since.isoformat() in out
@@ -131,9 +136,15 @@ def test_backfill_of_a_time_range(election, constituencies):
     [
         (["--election", "nope"], "Unknown election 'nope'"),
         (["--election", "test-election", "--constituency", "nope"], "Unknown constituency 'nope'"),
-        (["--election", "test-election", "--since", "2024-09-06T05:00:00"], "--since: '2024-09-06T05:00:00' has no UTC offset"),
+        (
+            ["--election", "test-election", "--since", "2024-09-06T05:00:00"],
+            "--since: '2024-09-06T05:00:00' has no UTC offset",
+        ),
         (["--election", "test-election", "--until", "yesterday"], "--until: 'yesterday' is not an ISO 8601 datetime"),
-        (["--election", "test-election", "--since", "2024-09-07T00:00Z", "--until", "2024-09-06T00:00Z"], "--since must be before --until"),
+        (
+            ["--election", "test-election", "--since", "2024-09-07T00:00Z", "--until", "2024-09-06T00:00Z"],
+            "--since must be before --until",
+        ),
         (["--election", "test-election", "--chunk", "0"], "--chunk must be at least 1"),
     ],
 )

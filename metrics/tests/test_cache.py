@@ -4,7 +4,7 @@ election version, TTL by election phase, and reads that survive a cache outage."
 import logging
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.test import TestCase
@@ -16,7 +16,7 @@ from metrics import selectors
 from metrics.cache import MetricsCache, metrics_cache
 from metrics.tests.test_selectors import ingest_and_recompute, seeded_election
 
-UTC = timezone.utc
+UTC = UTC
 # A real Redis server address where nothing listens: connections are refused, as in an outage.
 UNREACHABLE_REDIS = {
     "default": {
@@ -221,7 +221,7 @@ def test_repeated_reads_compute_once_until_a_recompute_commits(api_client, monke
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    "name, kind",
+    ("name", "kind"),
     [
         ("constituency-metrics", "C"),
         ("constituency-time-period", "C"),
@@ -327,7 +327,6 @@ def test_cache_operations_degrade_to_misses_when_the_backend_fails(redis_down):
     value, hit = broken.get_or_compute("k", lambda: "computed", 10)
     assert (value, hit) == ("computed", False)
     assert broken.constituency_election(5, lambda: 7) == 7
-
 
 
 @pytest.mark.django_db

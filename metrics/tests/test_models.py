@@ -102,7 +102,12 @@ def test_create_stores_every_field(constituencies):
         constituencies[0].id,
         VOTING_STARTS,
     )
-    assert (stored.bulletins_issued, stored.votes_cast, stored.transaction_count, stored.anomaly_count) == (12, 9, 22, 1)
+    assert (stored.bulletins_issued, stored.votes_cast, stored.transaction_count, stored.anomaly_count) == (
+        12,
+        9,
+        22,
+        1,
+    )
     assert (stored.bulletin_velocity, stored.vote_velocity, stored.participation_rate) == (0.2, 0.15, 0.9)
     assert stored.timestamp is not None
 
@@ -160,8 +165,10 @@ def test_update_changes_the_stored_row(grid, constituencies):
 
 
 def test_bulk_update_through_the_queryset(grid, constituencies):
-    updated = HourlyStats.objects.for_constituency(constituencies[2].id).between(end=VOTING_STARTS + 2 * H).update(
-        anomaly_count=3
+    updated = (
+        HourlyStats.objects.for_constituency(constituencies[2].id)
+        .between(end=VOTING_STARTS + 2 * H)
+        .update(anomaly_count=3)
     )
 
     assert updated == 2

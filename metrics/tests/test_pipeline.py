@@ -136,7 +136,8 @@ def test_a_flush_vacuums_the_marks_it_consumed(election, constituencies):
         cursor.execute("SELECT pg_stat_clear_snapshot()")
         cursor.execute("SELECT n_dead_tup, last_vacuum FROM pg_stat_user_tables WHERE relname = 'metrics_dirtybucket'")
         dead, last_vacuum = cursor.fetchone()
-    assert last_vacuum is not None and dead == 0
+    assert last_vacuum is not None
+    assert dead == 0
     # At most one vacuum per interval, however many flushes run.
     assert pipeline.marks_table_vacuum() is False
 
@@ -228,7 +229,12 @@ def test_sweep_refreshes_the_current_hours_velocity(live_election):
     constituency = live_election.constituencies.first()
     now = timezone.now()
     transactions_ingest(
-        rows=[TransactionRow(f"v-{i}", live_election.id, constituency.id, TransactionKind.VOTE_CAST, now - timedelta(seconds=i), None) for i in range(6)]  # fmt: skip
+        rows=[
+            TransactionRow(
+                f"v-{i}", live_election.id, constituency.id, TransactionKind.VOTE_CAST, now - timedelta(seconds=i), None
+            )
+            for i in range(6)
+        ]  # fmt: skip
     )
     pipeline.dirty_buckets_flush_all(election_id=live_election.id)
     row = HourlyStats.objects.get(constituency=constituency, hour__lte=now)
@@ -247,7 +253,17 @@ def test_sweep_settles_velocities_of_hours_it_missed_during_a_beat_outage(live_e
     hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=6)
     flushed_at = hour + timedelta(minutes=5)
     transactions_ingest(
-        rows=[TransactionRow(f"o-{i}", live_election.id, constituency.id, TransactionKind.VOTE_CAST, hour + timedelta(minutes=1), None) for i in range(30)],  # fmt: skip
+        rows=[
+            TransactionRow(
+                f"o-{i}",
+                live_election.id,
+                constituency.id,
+                TransactionKind.VOTE_CAST,
+                hour + timedelta(minutes=1),
+                None,
+            )
+            for i in range(30)
+        ],  # fmt: skip
         defer_flush=True,
     )
     pipeline.dirty_buckets_flush(election_id=live_election.id, now=flushed_at)
@@ -274,13 +290,17 @@ def test_late_transaction_raises_every_later_hours_rate(election, constituencies
     c = constituencies[0]
     day_two = VOTING_STARTS + timedelta(days=1)
     transactions_ingest(
-        rows=[TransactionRow(f"d2-{i}", election.id, c.id, TransactionKind.VOTE_CAST, day_two + timedelta(hours=i), None) for i in range(4)],  # fmt: skip
+        rows=[
+            TransactionRow(f"d2-{i}", election.id, c.id, TransactionKind.VOTE_CAST, day_two + timedelta(hours=i), None)
+            for i in range(4)
+        ],  # fmt: skip
         defer_flush=True,
     )
     pipeline.dirty_buckets_flush_all(election_id=election.id)
     before = dict(HourlyStats.objects.filter(constituency=c).values_list("hour", "participation_rate"))
     transactions_ingest(
-        rows=[TransactionRow("late", election.id, c.id, TransactionKind.VOTE_CAST, VOTING_STARTS, None)], defer_flush=True
+        rows=[TransactionRow("late", election.id, c.id, TransactionKind.VOTE_CAST, VOTING_STARTS, None)],
+        defer_flush=True,
     )
     pipeline.dirty_buckets_flush_all(election_id=election.id)
     after = dict(HourlyStats.objects.filter(constituency=c).values_list("hour", "participation_rate"))
@@ -309,7 +329,8 @@ def test_manual_recompute_within_a_range_leaves_other_hours_alone(election, cons
     since, until = VOTING_STARTS + timedelta(hours=2), VOTING_STARTS + timedelta(hours=4)
     pipeline.election_recompute(election_id=election.id, since=since, until=until)
     inside = HourlyStats.objects.filter(election=election, hour__gte=since, hour__lt=until)
-    assert inside.exists() and not inside.filter(transaction_count=0).exists()
+    assert inside.exists()
+    assert not inside.filter(transaction_count=0).exists()
     assert HourlyStats.objects.filter(election=election, hour__lt=since, transaction_count=0).exists()
 
 
@@ -352,7 +373,8 @@ def test_sweep_repairs_a_transaction_stored_without_its_mark(live_election, stat
             )
         ]
     )
-    assert marks(live_election) == 0 and not HourlyStats.objects.exists()
+    assert marks(live_election) == 0
+    assert not HourlyStats.objects.exists()
 
     (report,) = pipeline.active_elections_sweep()
     assert report["repaired_buckets"] == 1

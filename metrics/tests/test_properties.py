@@ -18,8 +18,8 @@ at 00:01); ``_clean_transitions`` leaves those out.
 
 import os
 import random
-from datetime import datetime, timedelta, timezone
-from functools import lru_cache
+from datetime import UTC, datetime, timedelta
+from functools import cache
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -33,7 +33,7 @@ from metrics.aggregation import Scope, metrics_recompute
 from metrics.models import Anomaly, HourlyStats
 from metrics.tests import checks, reference
 
-UTC = timezone.utc
+UTC = UTC
 HOUR = timedelta(hours=1)
 ZONES = (
     "UTC",
@@ -61,7 +61,7 @@ PROPERTY_SETTINGS = settings(
 )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _clean_transitions(zone_name: str) -> tuple[tuple[datetime, bool], ...]:
     """Offset changes of a zone between 2009 and 2030 that shift a whole hour on a local
     hour boundary (every one in ZONES except St John's before 2011), each with whether
@@ -239,7 +239,10 @@ def _check_scenario(s: dict) -> None:
     cids = [c.id for c in constituencies]
     first, late = _transactions(s, cids)
     ref = reference.RefElection(
-        tz=s["zone"], starts_at=s["starts_at"], ends_at=s["ends_at"], registered=dict(zip(cids, s["registered"]))
+        tz=s["zone"],
+        starts_at=s["starts_at"],
+        ends_at=s["ends_at"],
+        registered=dict(zip(cids, s["registered"], strict=False)),
     )
 
     # 1. The first batch, recomputed from its dirty marks.

@@ -6,7 +6,7 @@ Also home of ``seeded_election``, the data builder the API tests share.
 
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -21,7 +21,7 @@ from metrics.models import DirtyBucket
 from metrics.pipeline import election_recompute
 from metrics.tests import reference
 
-UTC = timezone.utc
+UTC = UTC
 
 # Voting windows chosen to cross what can go wrong with local time: a half-hour offset with
 # a month end inside the window, and a DST fall-back night (two local 02:00 hours) with a
@@ -100,9 +100,7 @@ def seeded_election(
     election = ElectionFactory(timezone=tz, starts_at=starts_at, ends_at=starts_at + timedelta(hours=hours))
     # The last constituency is small, so its turnout goes over 100 %.
     voters = registered or [1000 + 250 * i for i in range(constituencies - 1)] + [30]
-    members = [
-        ConstituencyFactory(election=election, registered_voters=voters[i]) for i in range(constituencies)
-    ]
+    members = [ConstituencyFactory(election=election, registered_voters=voters[i]) for i in range(constituencies)]
     ids = [c.id for c in members]
     txs = generate_transactions(
         constituency_ids=ids, starts_at=starts_at, hours=hours, seed=seed, prefix=f"{election.code}-{seed}"
@@ -159,7 +157,7 @@ def test_hourly_stats_list_of_an_election_equals_the_reference_in_hour_then_cons
     rows = list(selectors.hourly_stats_list(election_id=seeded.election.id))
     expected = sorted(seeded.expected["hourly"].items(), key=lambda item: (item[0][1], item[0][0]))
     assert [(r.constituency_id, as_utc(r.hour)) for r in rows] == [key for key, _ in expected]
-    for row, (_, want) in zip(rows, expected):
+    for row, (_, want) in zip(rows, expected, strict=False):
         for name, value in want.items():
             assert getattr(row, name) == pytest.approx(value), name
 
@@ -265,9 +263,7 @@ def test_election_constituencies_sorted_by_a_metric_with_ties_by_id(ordering):
     ordered = selectors.constituency_metrics_order(rows, ordering)
     name = ordering.lstrip("-")
     sign = -1 if ordering.startswith("-") else 1
-    expected = sorted(
-        seeded.expected["constituencies"].items(), key=lambda item: (sign * item[1][name], item[0])
-    )
+    expected = sorted(seeded.expected["constituencies"].items(), key=lambda item: (sign * item[1][name], item[0]))
     assert [r["constituency_id"] for r in ordered] == [cid for cid, _ in expected]
 
 
@@ -286,9 +282,7 @@ def test_dashboard_sums_every_election_and_ranks_anomalous_constituencies():
     assert selectors.dashboard_summary() | {"computed_at": None} == summary | {"computed_at": None}
 
     scores = {
-        cid: c["anomaly_score"]
-        for seeded in (first, second)
-        for cid, c in seeded.expected["constituencies"].items()
+        cid: c["anomaly_score"] for seeded in (first, second) for cid, c in seeded.expected["constituencies"].items()
     }
     top = sorted(scores, key=lambda cid: (-scores[cid], cid))[: selectors.TOP_ANOMALOUS_CONSTITUENCIES]
     assert [c["constituency_id"] for c in detailed["top_anomalous_constituencies"]] == top
@@ -311,9 +305,7 @@ def test_unknown_objects_are_not_found():
 
 def test_anomaly_list_filters_by_election_constituency_and_kind(seeded):
     member = seeded.constituencies[-1]
-    rows = selectors.anomaly_list(
-        election_id=seeded.election.id, constituency_id=member.id, kind="turnout_over_100"
-    )
+    rows = selectors.anomaly_list(election_id=seeded.election.id, constituency_id=member.id, kind="turnout_over_100")
     want = sorted(
         (h for (c, h, kind) in seeded.expected["anomalies"] if c == member.id and kind == "turnout_over_100"),
         reverse=True,

@@ -53,7 +53,9 @@ def test_moving_a_transaction_marks_the_old_and_the_new_bucket(
 def test_rolled_back_ingest_leaves_no_marks_and_requests_no_flush(
     election, constituencies, django_capture_on_commit_callbacks
 ):
-    row = TransactionRow("rolled-back", election.id, constituencies[0].id, TransactionKind.VOTE_CAST, VOTING_STARTS, None)
+    row = TransactionRow(
+        "rolled-back", election.id, constituencies[0].id, TransactionKind.VOTE_CAST, VOTING_STARTS, None
+    )
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         try:
             with transaction.atomic():
@@ -88,7 +90,9 @@ def test_deferred_import_marks_without_requesting_a_flush(election, constituenci
     assert len(marked(election)) == 1
 
 
-def test_deleting_transactions_marks_their_buckets(election, constituencies, django_capture_on_commit_callbacks, stats_match):
+def test_deleting_transactions_marks_their_buckets(
+    election, constituencies, django_capture_on_commit_callbacks, stats_match
+):
     with django_capture_on_commit_callbacks(execute=True):
         tx = TransactionFactory(constituency=constituencies[0])
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
@@ -146,9 +150,13 @@ def test_deleting_a_constituency_rejudges_its_peers_spikes(
     election, constituencies, django_capture_on_commit_callbacks, stats_match
 ):
     hour = VOTING_STARTS + timedelta(hours=2, minutes=10)
-    rows = [TransactionRow(f"spike-{i}", election.id, constituencies[0].id, TransactionKind.VOTE_CAST, hour, None) for i in range(50)]
+    rows = [
+        TransactionRow(f"spike-{i}", election.id, constituencies[0].id, TransactionKind.VOTE_CAST, hour, None)
+        for i in range(50)
+    ]
     rows += [
-        TransactionRow(f"quiet-{c.id}", election.id, c.id, TransactionKind.VOTE_CAST, hour, None) for c in constituencies[1:5]
+        TransactionRow(f"quiet-{c.id}", election.id, c.id, TransactionKind.VOTE_CAST, hour, None)
+        for c in constituencies[1:5]
     ]
     with django_capture_on_commit_callbacks(execute=True):
         transactions_ingest(rows=rows)
@@ -187,7 +195,9 @@ def test_deleting_an_election_drops_it_from_cached_dashboards(
     assert api_client.get("/api/metrics/dashboard/summary/").json()["elections"] == 0
 
 
-def test_deleting_an_empty_election_drops_it_from_cached_dashboards(election, api_client, django_capture_on_commit_callbacks):
+def test_deleting_an_empty_election_drops_it_from_cached_dashboards(
+    election, api_client, django_capture_on_commit_callbacks
+):
     assert api_client.get("/api/metrics/dashboard/summary/").json()["elections"] == 1
     with django_capture_on_commit_callbacks(execute=True):
         election.delete()

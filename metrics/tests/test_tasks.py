@@ -41,7 +41,9 @@ def test_tasks_ack_late_and_retry_only_passing_errors(task):
     assert task.acks_late
     assert OperationalError in task.autoretry_for
     assert not any(issubclass(ValueError, kind) for kind in task.autoretry_for)
-    assert task.retry_backoff and task.retry_jitter and task.max_retries
+    assert task.retry_backoff
+    assert task.retry_jitter
+    assert task.max_retries
 
 
 def test_flush_task_twice_gives_the_same_rows(marked_election, stats_match):
@@ -78,7 +80,8 @@ def test_database_error_is_retried_and_nothing_is_lost(marked_election, monkeypa
     assert result.state == "SUCCESS"
     assert len(calls) >= 2  # the failed batch, then the retry's batches until none is left
     assert caplog.text.count("retry 1 of") == 1
-    assert "metrics.flush_dirty_buckets" in caplog.text and f"({marked_election.id},)" in caplog.text
+    assert "metrics.flush_dirty_buckets" in caplog.text
+    assert f"({marked_election.id},)" in caplog.text
     assert "retry 1 of" in caplog.text
     assert not DirtyBucket.objects.filter(election_id=marked_election.id).exists()
     stats_match(marked_election)
@@ -96,7 +99,8 @@ def test_programming_error_is_not_retried_and_is_logged_with_context(marked_elec
         result = tasks.flush_dirty_buckets.apply(args=(marked_election.id,), throw=False)
     assert result.state == "FAILURE"
     assert len(calls) == 1
-    assert "failed after 0 retries" in caplog.text and f"({marked_election.id},)" in caplog.text
+    assert "failed after 0 retries" in caplog.text
+    assert f"({marked_election.id},)" in caplog.text
     assert DirtyBucket.objects.filter(election_id=marked_election.id).exists(), "the marks wait for the sweep"
 
 

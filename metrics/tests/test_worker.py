@@ -74,7 +74,12 @@ def test_committed_transaction_shows_in_totals_within_seconds(worker, ingest_cli
     constituency = live_election.constituencies.first()
     response = ingest_client.post(
         TRANSACTIONS_URL,
-        {"tx_hash": "fresh-1", "constituency": constituency.id, "kind": "vote_cast", "timestamp": timezone.now().isoformat()},
+        {
+            "tx_hash": "fresh-1",
+            "constituency": constituency.id,
+            "kind": "vote_cast",
+            "timestamp": timezone.now().isoformat(),
+        },
         format="json",
     )
     assert response.status_code == 201
@@ -116,7 +121,11 @@ def test_trigger_during_a_running_flush_causes_one_more_flush(
     worker, task_events, row_lock, ingest_client, past_election, poll, stats_match
 ):
     constituency = past_election.constituencies.first()
-    item = {"constituency": constituency.id, "kind": "vote_cast", "timestamp": (VOTING_STARTS + timedelta(minutes=5)).isoformat()}
+    item = {
+        "constituency": constituency.id,
+        "kind": "vote_cast",
+        "timestamp": (VOTING_STARTS + timedelta(minutes=5)).isoformat(),
+    }
     # The flush's last write is the constituency totals: holding that row pauses it after it
     # has read its marks and recounted the bucket.
     row_lock.hold("elections_constituency", constituency.id)
@@ -205,7 +214,12 @@ def test_sweep_flushes_marks_whose_task_was_lost_and_repairs_hand_edits(
 ):
     constituencies = list(live_election.constituencies.all())
     start = timezone.now() - timedelta(hours=10)
-    assert ingest_client.post(TRANSACTIONS_URL, tx_items(constituencies, 240, start=start, prefix="a"), format="json").status_code == 201
+    assert (
+        ingest_client.post(
+            TRANSACTIONS_URL, tx_items(constituencies, 240, start=start, prefix="a"), format="json"
+        ).status_code
+        == 201
+    )
     poll(settled(live_election, 240), message="first batch counted")
 
     # A hand edit and a hand deletion, then a batch whose flush is never queued.
@@ -215,7 +229,12 @@ def test_sweep_flushes_marks_whose_task_was_lost_and_repairs_hand_edits(
     with pytest.raises(AssertionError):
         stats_match(live_election)
     broker_outage.start()
-    assert ingest_client.post(TRANSACTIONS_URL, tx_items(constituencies, 60, start=start, prefix="b"), format="json").status_code == 201
+    assert (
+        ingest_client.post(
+            TRANSACTIONS_URL, tx_items(constituencies, 60, start=start, prefix="b"), format="json"
+        ).status_code
+        == 201
+    )
     assert DirtyBucket.objects.filter(election_id=live_election.id).exists()
     broker_outage.end()
 
@@ -270,7 +289,7 @@ def test_concurrent_flushes_and_recomputes_of_the_same_buckets(past_election, st
             barrier.wait(10)
             for _ in range(3):
                 work()
-        except Exception as error:  # noqa: BLE001 - reported below
+        except Exception as error:
             errors.append(error)
         finally:
             connection.close()

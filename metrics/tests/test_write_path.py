@@ -8,7 +8,7 @@ ingest/flush/recompute run on PostgreSQL, and the cases an independent review fo
 import os
 import random
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection, connections, transaction
@@ -22,7 +22,7 @@ from metrics.models import DirtyBucket, HourlyStats
 from metrics.pipeline import constituency_totals_stale, dirty_buckets_flush, stale_buckets_find
 from metrics.tests import checks
 
-UTC = timezone.utc
+UTC = UTC
 HOUR = timedelta(hours=1)
 T0 = datetime(2024, 9, 6, 5, 0, tzinfo=UTC)  # years ago: an election here is closed
 KINDS = ("vote_cast", "vote_cast", "bulletin_issued", "other")
@@ -92,14 +92,16 @@ def _run(seed: int) -> None:
     def ts():
         return T0 + timedelta(minutes=rng.randrange(-120, 12 * 60))
 
-    for step in range(40):
+    for _step in range(40):
         op = rng.choice(["add", "add", "add", "delete", "move", "voters", "flush", "flush", "manual"])
         log.append(op)
         if op == "add":
             for _ in range(rng.randrange(1, 15)):
                 t.add(rng.randrange(7), rng.choice(KINDS), ts(), n=rng.randrange(1, 8))
         elif op == "delete" and t.ref.transactions:
-            gone = rng.sample([tx[0] for tx in t.ref.transactions], k=min(len(t.ref.transactions), rng.randrange(1, 10)))
+            gone = rng.sample(
+                [tx[0] for tx in t.ref.transactions], k=min(len(t.ref.transactions), rng.randrange(1, 10))
+            )
             t.delete(gone)
         elif op == "move" and t.ref.transactions:
             h = rng.choice(t.ref.transactions)[0]
@@ -108,7 +110,8 @@ def _run(seed: int) -> None:
             tx.timestamp = ts()
             tx.save()
             t.ref.transactions = [
-                (hh, tx.constituency_id, k, tx.timestamp) if hh == h else (hh, c, k, s) for hh, c, k, s in t.ref.transactions
+                (hh, tx.constituency_id, k, tx.timestamp) if hh == h else (hh, c, k, s)
+                for hh, c, k, s in t.ref.transactions
             ]
         elif op == "voters":
             t.set_voters(rng.randrange(7), rng.choice([10, 50, 100, 1000]))
@@ -121,11 +124,15 @@ def _run(seed: int) -> None:
             if kind == "hours":
                 scope = Scope.hours([T0 + HOUR * rng.randrange(-2, 12) for _ in range(rng.randrange(1, 4))])
             elif kind == "cons":
-                scope = Scope.constituencies(rng.sample(t.ids, 2), since=rng.choice([None, lo]), until=rng.choice([None, hi]))
+                scope = Scope.constituencies(
+                    rng.sample(t.ids, 2), since=rng.choice([None, lo]), until=rng.choice([None, hi])
+                )
             elif kind == "election":
                 scope = Scope.election(since=lo, until=rng.choice([None, hi]))
             else:
-                scope = Scope.marks([(rng.choice(t.ids), rng.choice([None, T0 + HOUR * rng.randrange(-2, 12)])) for _ in range(3)])
+                scope = Scope.marks(
+                    [(rng.choice(t.ids), rng.choice([None, T0 + HOUR * rng.randrange(-2, 12)])) for _ in range(3)]
+                )
             metrics_recompute(election_id=election.id, scope=scope, now=now)
         if rng.random() < 0.3:
             while dirty_buckets_flush(election_id=election.id, limit=rng.randrange(1, 50), now=now):
@@ -170,10 +177,19 @@ def test_checked_concurrent_ingest_flushes_and_manual_recomputes_leave_exact_tot
         rng = random.Random(n)
         try:
             for i in range(60):
-                rows = [TransactionRow(f"w{n}-{i}-{j}", election.id, rng.choice(ids), rng.choice(KINDS),
-                                       T0 + timedelta(minutes=rng.randrange(-60, 700)), None) for j in range(rng.randrange(1, 20))]
+                rows = [
+                    TransactionRow(
+                        f"w{n}-{i}-{j}",
+                        election.id,
+                        rng.choice(ids),
+                        rng.choice(KINDS),
+                        T0 + timedelta(minutes=rng.randrange(-60, 700)),
+                        None,
+                    )
+                    for j in range(rng.randrange(1, 20))
+                ]
                 transactions_ingest(rows=rows, defer_flush=True)
-        except Exception as e:  # noqa
+        except Exception as e:
             errors.append(e)
         finally:
             connections.close_all()
@@ -183,11 +199,15 @@ def test_checked_concurrent_ingest_flushes_and_manual_recomputes_leave_exact_tot
         try:
             while not stop.is_set():
                 if rng.random() < 0.2:
-                    metrics_recompute(election_id=election.id, scope=Scope.constituencies(rng.sample(ids, 2), since=T0 + HOUR * rng.randrange(0, 8)), now=now)
+                    metrics_recompute(
+                        election_id=election.id,
+                        scope=Scope.constituencies(rng.sample(ids, 2), since=T0 + HOUR * rng.randrange(0, 8)),
+                        now=now,
+                    )
                 else:
                     while dirty_buckets_flush(election_id=election.id, limit=rng.randrange(1, 30), now=now):
                         pass
-        except Exception as e:  # noqa
+        except Exception as e:
             errors.append(e)
         finally:
             connections.close_all()

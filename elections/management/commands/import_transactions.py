@@ -26,11 +26,19 @@ class Command(BaseCommand):
         parser.add_argument("file", type=Path)
         parser.add_argument("--election", required=True, help="Code of the election the transactions belong to.")
         parser.add_argument(
-            "--format", choices=FORMATS, help="csv or jsonl; by default taken from the extension (.csv, .jsonl, .ndjson, .gz)."
+            "--format",
+            choices=FORMATS,
+            help="csv or jsonl; by default taken from the extension (.csv, .jsonl, .ndjson, .gz).",
         )
-        parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="Lines per database transaction.")
+        parser.add_argument(
+            "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="Lines per database transaction."
+        )
         parser.add_argument("--strict", action="store_true", help="Exit with status 1 if any line was rejected.")
-        parser.add_argument("--no-progress", action="store_true", help="No progress bar (it is off anyway when stderr is not a terminal).")
+        parser.add_argument(
+            "--no-progress",
+            action="store_true",
+            help="No progress bar (it is off anyway when stderr is not a terminal).",
+        )
 
     def handle(self, *args, **options):
         if options["batch_size"] < 1:
@@ -41,8 +49,13 @@ class Command(BaseCommand):
             raise CommandError(f"No election with code '{options['election']}'.") from None
 
         bar = tqdm(
-            total=0, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
-            desc="importing", disable=True if options["no_progress"] else None,
+            total=0,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            file=sys.stderr,
+            desc="importing",
+            disable=True if options["no_progress"] else None,
         )
 
         def on_rejected(line: int, reason: str) -> None:

@@ -14,15 +14,21 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--code", default=demo.DEFAULT_CODE, help=f"Election code (default {demo.DEFAULT_CODE}).")
         parser.add_argument(
-            "--constituencies", type=int, default=demo.DEFAULT_CONSTITUENCIES,
+            "--constituencies",
+            type=int,
+            default=demo.DEFAULT_CONSTITUENCIES,
             help=f"Number of constituencies (default {demo.DEFAULT_CONSTITUENCIES}, at least {demo.MIN_CONSTITUENCIES}).",
         )
         parser.add_argument(
-            "--transactions", type=int, default=demo.DEFAULT_TRANSACTIONS,
+            "--transactions",
+            type=int,
+            default=demo.DEFAULT_TRANSACTIONS,
             help=f"About how many transactions (default {demo.DEFAULT_TRANSACTIONS:,}).",
         )
         parser.add_argument("--seed", type=int, default=demo.DEFAULT_SEED, help="Random seed (same seed, same data).")
-        parser.add_argument("--reset", action="store_true", help="Delete the election with this code first, then recreate it.")
+        parser.add_argument(
+            "--reset", action="store_true", help="Delete the election with this code first, then recreate it."
+        )
 
     def handle(self, *args, **options):
         try:

@@ -19,7 +19,6 @@ from metrics.models import Anomaly, HourlyStats
 from metrics.pipeline import election_recompute
 
 
-
 class Command(BaseCommand):
     help = (
         "Recompute hourly stats, anomalies and constituency metrics of an election from its "
@@ -32,7 +31,9 @@ class Command(BaseCommand):
         parser.add_argument("--since", metavar="T", help="From this instant (ISO 8601 with a UTC offset).")
         parser.add_argument("--until", metavar="T", help="Before this instant (ISO 8601 with a UTC offset).")
         parser.add_argument(
-            "--chunk", type=int, default=None,
+            "--chunk",
+            type=int,
+            default=None,
             help="Constituencies per committed step, to make a long run resumable (default: the whole election in "
             "one pass, the fastest: each step re-judges every peer of its hours, so steps cost more in total).",
         )
