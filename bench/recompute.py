@@ -124,7 +124,7 @@ def incremental(election, *, repeats: int, warmup: int = 3, seed: int = 7) -> di
             f"inc{time.time_ns():x}{i:06d}", election.id, c, rng.choice(["bulletin_issued", "vote_cast"]), ts, None
         )
         # The harness drives the flush itself, so the ingest's own flush request is withheld.
-        with mock.patch.object(tasks, "flush_request", lambda election_id: None):
+        with mock.patch.object(tasks, "flush_request", return_value=None):
             result = services.transactions_ingest(rows=[row])
         assert result.created == 1
         started = time.perf_counter()
