@@ -164,7 +164,12 @@ class Transaction(models.Model):
     # no index: the batch row is written by the same service, in the same transaction, just
     # before; a constraint would add a check per inserted row to the hottest insert.
     batch = models.ForeignKey(
-        "IngestBatch", null=True, blank=True, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False,
+        "IngestBatch",
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+        db_constraint=False,
         db_index=False,
     )
 
@@ -245,7 +250,9 @@ class IngestBatch(models.Model):
     path, is always answerable (SPEC section 10, attribution)."""
 
     election = models.ForeignKey(Election, on_delete=models.CASCADE, related_name="batches")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     source = models.CharField(max_length=16, choices=IngestSource.choices)
     label = models.CharField(max_length=255, blank=True, help_text="The file imported, or the request's path.")
     created_at = models.DateTimeField(default=timezone.now)

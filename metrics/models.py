@@ -153,3 +153,26 @@ class MetricsVersion(models.Model):
 
     def __str__(self) -> str:
         return f"election {self.election_id} v{self.version}"
+
+
+class DriftCheck(models.Model):
+    """One verification of a settled (not active) election against its transactions, with
+    what it repaired: figures that drifted from the data are repaired, logged as an error,
+    and announced to the alert channels."""
+
+    election = models.ForeignKey(Election, on_delete=models.CASCADE, related_name="+")
+    checked_at = models.DateTimeField(default=timezone.now)
+    repaired_buckets = models.IntegerField(default=0)
+    repaired_constituencies = models.IntegerField(default=0)
+    details = models.JSONField(default=dict, help_text="Up to 100 of the repaired buckets, as they were found.")
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["election", "-checked_at"], name="drift_check_election")]
+
+    def __str__(self) -> str:
+        return f"election {self.election_id} checked {self.checked_at.isoformat()}"
+
+    @property
+    def drifted(self) -> bool:
+        return bool(self.repaired_buckets or self.repaired_constituencies)

@@ -210,6 +210,12 @@ class ElectionMetricsSerializer(serializers.Serializer):
     constituency_count = serializers.IntegerField()
     constituencies_with_anomalies = serializers.IntegerField()
     hourly_turnout = HourlyTurnoutSerializer(many=True)
+    certified_at = serializers.DateTimeField(allow_null=True, help_text="When the count was certified final.")
+    snapshot_sha256 = serializers.CharField(
+        allow_null=True,
+        help_text="Of a certified election: SHA-256 of the canonical text of its hourly rows and constituency "
+        "figures, reproducible from this API (README, Certification).",
+    )
     computed_at = serializers.DateTimeField()
 
 
