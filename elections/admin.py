@@ -1,4 +1,4 @@
-"""Admin for what was observed (SPEC section 9).
+"""Admin for what was observed.
 
 Every add, change and delete goes through the elections service layer, the one write path
 (the metrics app learns of it there, never from here). Nothing here inlines the thousands of

@@ -1,4 +1,4 @@
-"""File imports (SPEC section 8): stream CSV / JSON Lines files into the ingest services.
+"""File imports (README, Management commands): stream CSV / JSON Lines files into the ingest services.
 
 Files are read line by line in binary and decoded per line, so a bad byte, a bad field or a
 wrong column count rejects that one line (with its number) and never the file; only a

@@ -160,7 +160,7 @@ class Transaction(models.Model):
     hour = models.DateTimeField(editable=False)
     block_number = models.BigIntegerField(null=True, blank=True)
     received_at = models.DateTimeField(default=timezone.now)
-    # Who sent it, through which path (SPEC section 10). Subtle: no database constraint and
+    # Who sent it, through which path (README, Trusted writes). Subtle: no database constraint and
     # no index: the batch row is written by the same service, in the same transaction, just
     # before; a constraint would add a check per inserted row to the hottest insert.
     batch = models.ForeignKey(
@@ -247,7 +247,7 @@ class IngestBatch(models.Model):
     """One delivery of observed data: an API request, an import run, an admin save.
 
     Every transaction points at the batch that stored it, so who sent what, through which
-    path, is always answerable (SPEC section 10, attribution)."""
+    path, is always answerable (README, Trusted writes)."""
 
     election = models.ForeignKey(Election, on_delete=models.CASCADE, related_name="batches")
     user = models.ForeignKey(

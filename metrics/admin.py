@@ -1,4 +1,4 @@
-"""Admin for what we derive (SPEC section 9): inspect only.
+"""Admin for what we derive: inspect only.
 
 Hourly stats, anomalies and dirty marks are written by the metrics engine alone; a hand
 edit would be overwritten by the next recompute (or repaired by the sweep), so the admin

@@ -120,8 +120,8 @@ class DirtyBucket(models.Model):
 
     # Subtle: no database constraint on either key. A mark is written in the transaction of
     # the data that made it dirty, whose own keys already hold the election and constituency,
-    # and checking both again for every mark at commit was a fifth of a 10,000-item ingest
-    # (bench, issue 6). Deleting through the ORM still cascades to the marks.
+    # and checking both again for every mark at commit was a large share of a big ingest
+    # (docs/PERFORMANCE.md). Deleting through the ORM still cascades to the marks.
     election = models.ForeignKey(
         Election, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
     )

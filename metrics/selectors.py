@@ -1,4 +1,4 @@
-"""Read side of the metrics: the queries behind every read endpoint (SPEC section 7).
+"""Read side of the metrics: the queries behind every read endpoint (README, HTTP API).
 
 Constituency figures are the metric fields the calculator (metrics.aggregation) stores on
 Constituency; election and dashboard figures are sums over those; per-hour curves,

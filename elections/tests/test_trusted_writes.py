@@ -1,4 +1,4 @@
-"""SPEC section 10 on the write path: canonical tx_hash and conflicts, attribution, scoped
+"""Trusted writes (README) on the write path: canonical tx_hash and conflicts, attribution, scoped
 credentials, certification, and the admin audit log. Every refusal stores nothing."""
 
 from datetime import timedelta

@@ -1,4 +1,4 @@
-"""Shapes of the metrics API (SPEC section 7), field for field, and the filter serializers
+"""Shapes of the metrics API (README, HTTP API), field for field, and the filter serializers
 that validate path and query parameters before any selector runs."""
 
 import re
