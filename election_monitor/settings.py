@@ -224,6 +224,8 @@ METRICS_ALLOW_ANONYMOUS_READ = env_bool("ALLOW_ANONYMOUS_READ", DEBUG)
 
 # An election stays "active" this long after ends_at, to take late data.
 ELECTION_GRACE_PERIOD_HOURS = float(os.environ.get("ELECTION_GRACE_PERIOD_HOURS", "6"))
+# A transaction's timestamp lies at most this many days outside its election's voting window.
+TRANSACTION_WINDOW_SLACK_DAYS = float(os.environ.get("TRANSACTION_WINDOW_SLACK_DAYS", "30"))
 # POST /api/transactions/ accepts lists up to this size.
 INGEST_MAX_BATCH = int(os.environ.get("INGEST_MAX_BATCH", "10000"))
 

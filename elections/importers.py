@@ -22,6 +22,7 @@ from pathlib import Path
 
 from django.db import connection, connections, transaction
 
+from elections import bounds
 from elections.models import Constituency, Election, Transaction
 from elections.services import (
     IngestResult,
@@ -240,6 +241,7 @@ def transactions_import(
     """
     fmt, gzipped = file_format_detect(path, fmt)
     lookup = constituency_lookup_by_code(election=election)
+    window = bounds.election_window_lookup()
     accepted_elections = {election.code, str(election.id)}
     report = TransactionImportReport()
     with _open(path, gzipped) as source:
@@ -269,7 +271,11 @@ def transactions_import(
                     claimed = record.pop("election", None)
                     if claimed not in (None, "") and str(claimed).strip() not in accepted_elections:
                         raise _BadLine(f"election: '{claimed}' is not the election being imported ({election.code}).")
-                    rows.append(transaction_row_parse(record, constituency_lookup=lookup, election_id=election.id))
+                    rows.append(
+                        transaction_row_parse(
+                            record, constituency_lookup=lookup, election_id=election.id, election_window=window
+                        )
+                    )
                 except (_BadLine, RowError) as error:
                     report.rejected += 1
                     on_rejected(line, printable(error.reason if isinstance(error, _BadLine) else str(error)))
