@@ -197,6 +197,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["elections.permissions.ReadOrIngest"],
+    "DEFAULT_PARSER_CLASSES": [
+        "election_monitor.parsers.StrictJSONParser",
+        # The browsable API's forms.
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "election_monitor.pagination.StandardPagination",
     "PAGE_SIZE": 100,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -228,6 +234,10 @@ ELECTION_GRACE_PERIOD_HOURS = float(os.environ.get("ELECTION_GRACE_PERIOD_HOURS"
 TRANSACTION_WINDOW_SLACK_DAYS = float(os.environ.get("TRANSACTION_WINDOW_SLACK_DAYS", "30"))
 # POST /api/transactions/ accepts lists up to this size.
 INGEST_MAX_BATCH = int(os.environ.get("INGEST_MAX_BATCH", "10000"))
+# Largest request body. A legal list of INGEST_MAX_BATCH items with 128-character hashes and
+# every optional field is about 3 MB compact and 4.5 MB indented; Django's default (2.5 MiB)
+# refused it. Larger bodies are a JSON 413 (election_monitor/exceptions.py).
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("REQUEST_BODY_MAX_BYTES", str(10 * 2**20)))
 
 # Anomaly rules of SPEC section 4: weights and thresholds.
 ANOMALY_WEIGHTS = {
