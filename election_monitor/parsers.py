@@ -47,7 +47,7 @@ def _check_depth(value) -> None:
         for child in children:
             if type(child) is dict or type(child) is list:
                 if depth + 1 > MAX_DEPTH:
-                    raise ParseError(f"JSON parse error - nested deeper than {MAX_DEPTH} levels.")
+                    raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
                 stack.append((child, depth + 1))
 
 
@@ -65,7 +65,23 @@ def _check_text(value) -> None:
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:
-                raise ParseError("JSON parse error - a string holds a lone surrogate (\\ud800-\\udfff).") from None
+                raise ValueError("a string holds a lone surrogate (\\ud800-\\udfff)") from None
+
+
+def strict_loads(text: str):
+    """``json.loads`` that raises ValueError, with a message, for everything this module
+    refuses (also used line by line by the JSON Lines import)."""
+    try:
+        data = json.loads(
+            text, parse_constant=_refuse_constant, parse_float=_finite_float, object_pairs_hook=_unique_keys
+        )
+    except RecursionError:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
+    if type(data) is dict or type(data) is list:
+        _check_depth(data)
+    if _SURROGATE_ESCAPE.search(text):
+        _check_text(data)
+    return data
 
 
 class StrictJSONParser(JSONParser):
@@ -77,18 +93,9 @@ class StrictJSONParser(JSONParser):
         except UnicodeDecodeError as error:
             raise ParseError(f"JSON parse error - the body is not valid {encoding} ({error.reason}).") from None
         try:
-            data = json.loads(
-                text, parse_constant=_refuse_constant, parse_float=_finite_float, object_pairs_hook=_unique_keys
-            )
-        except RecursionError:
-            raise ParseError(f"JSON parse error - nested deeper than {MAX_DEPTH} levels.") from None
+            return strict_loads(text)
         except ValueError as error:  # JSONDecodeError, and the checks above
             raise ParseError(f"JSON parse error - {error}") from None
-        if type(data) is dict or type(data) is list:
-            _check_depth(data)
-        if _SURROGATE_ESCAPE.search(text):
-            _check_text(data)
-        return data
 
 
 def _refuse_constant(name: str):

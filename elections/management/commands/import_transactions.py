@@ -83,9 +83,6 @@ class Command(BaseCommand):
 
         if report.ignored_columns:
             self.stdout.write(f"Ignored unknown column(s): {', '.join(report.ignored_columns)}")
-        self.stdout.write(
-            f"{options['file']} into {election.code}: read {report.read}, created {report.created}, "
-            f"duplicates {report.duplicates}, rejected {report.rejected}"
-        )
+        self.stdout.write(f"{options['file']} into {election.code}: {report.summary()}")
         if report.rejected and options["strict"]:
             raise CommandError(f"{report.rejected} line(s) rejected (the valid lines were stored).")
