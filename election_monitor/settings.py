@@ -250,6 +250,11 @@ ANOMALY_SPIKE_K = float(os.environ.get("ANOMALY_SPIKE_K", "5"))
 ANOMALY_SPIKE_MIN_VOTES = int(os.environ.get("ANOMALY_SPIKE_MIN_VOTES", "20"))
 ANOMALY_SPIKE_MIN_PEERS = int(os.environ.get("ANOMALY_SPIKE_MIN_PEERS", "5"))
 
+# Circuit breakers (election_monitor/resilience.py): after a cache or broker failure, seconds
+# before this process tries that service again (meanwhile: reads from the database, flushes
+# left to the sweep).
+CIRCUIT_BREAKER_RESET_SECONDS = float(os.environ.get("CIRCUIT_BREAKER_RESET_SECONDS", "5"))
+
 # Pipeline: how long a flush waits to gather a burst, how many dirty marks it takes per
 # round, and how long the "flush already queued" flag lives if its task is lost.
 METRICS_FLUSH_DEBOUNCE_SECONDS = float(os.environ.get("METRICS_FLUSH_DEBOUNCE_SECONDS", "0.3"))

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import caches
+
+from election_monitor.resilience import guarded_cache
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,9 @@ class MetricsCache:
 
     @property
     def backend(self):
-        return caches[self.alias]
+        # Every operation goes through the cache's circuit breaker: a hanging Redis costs
+        # one timeout per process per interval, not one per request (election_monitor.resilience).
+        return guarded_cache(self.alias)
 
     # --- plain operations, each safe against a failing backend --------------------------
 

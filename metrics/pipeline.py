@@ -25,6 +25,7 @@ from django.db import connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
+from election_monitor.resilience import broker_breaker
 from elections.models import Constituency, Election, Transaction, TransactionKind
 from elections.timebuckets import HOUR
 from metrics.aggregation import (
@@ -61,7 +62,11 @@ def flush_request(election_id: int) -> None:
     from metrics.tasks import flush_dirty_buckets
 
     try:
-        flush_dirty_buckets.apply_async((election_id,), countdown=settings.METRICS_FLUSH_DEBOUNCE_SECONDS)
+        # Through the broker's circuit breaker: a hanging broker costs one timeout per
+        # process per interval, not one per write (election_monitor.resilience).
+        broker_breaker().call(
+            flush_dirty_buckets.apply_async, (election_id,), countdown=settings.METRICS_FLUSH_DEBOUNCE_SECONDS
+        )
     except Exception:
         # The marks are safe in the database; the beat sweep will flush them.
         metrics_cache.flush_pending_clear(election_id)
