@@ -208,6 +208,11 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_CLASSES": ["election_monitor.throttling.FailOpenAnonRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"anon": os.environ.get("ANON_THROTTLE_RATE", "600/minute")},
+    # How many proxies in front of the app append to X-Forwarded-For: the throttle identifies
+    # a client by the address the outermost trusted one saw. 0 (the default): REMOTE_ADDR,
+    # and X-Forwarded-For is ignored; DRF's own default (None) trusted the raw header, so a
+    # client sending a random one per request was never throttled.
+    "NUM_PROXIES": int(os.environ.get("TRUSTED_PROXY_COUNT", "0")),
     "EXCEPTION_HANDLER": "election_monitor.exceptions.exception_handler",
 }
 
@@ -221,6 +226,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # The schema and the docs follow the read permission: closed to anonymous users unless
+    # ALLOW_ANONYMOUS_READ is on.
+    "SERVE_PERMISSIONS": ["elections.permissions.ReadOrIngest"],
 }
 
 # Anonymous reads: on in the demo (DEBUG), off by default in production.
@@ -266,6 +274,11 @@ METRICS_CACHE_TTL_ACTIVE = int(os.environ.get("METRICS_CACHE_TTL_ACTIVE", "30"))
 METRICS_CACHE_TTL_CLOSED = int(os.environ.get("METRICS_CACHE_TTL_CLOSED", str(24 * 3600)))
 
 # --- Security (production: DEBUG off) ---------------------------------------------------
+
+# Admin logins (election_monitor/admin_login.py): a client is refused for the window after
+# this many failures for one username (four times as many for all usernames together).
+ADMIN_LOGIN_MAX_FAILURES = int(os.environ.get("ADMIN_LOGIN_MAX_FAILURES", "5"))
+ADMIN_LOGIN_LOCKOUT_SECONDS = int(os.environ.get("ADMIN_LOGIN_LOCKOUT_SECONDS", "900"))
 
 if not DEBUG:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
