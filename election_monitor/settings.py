@@ -229,6 +229,10 @@ SPECTACULAR_SETTINGS = {
     # The schema and the docs follow the read permission: closed to anonymous users unless
     # ALLOW_ANONYMOUS_READ is on.
     "SERVE_PERMISSIONS": ["elections.permissions.ReadOrIngest"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "election_monitor.schema.document_common_errors",
+    ],
 }
 
 # Anonymous reads: on in the demo (DEBUG), off by default in production.
