@@ -121,7 +121,7 @@ def incremental(election, *, repeats: int, warmup: int = 3, seed: int = 7) -> di
         row = services.TransactionRow(
             f"inc{time.time_ns():x}{i:06d}", election.id, c, rng.choice(["bulletin_issued", "vote_cast"]), ts, None
         )
-        result = services.transactions_ingest(rows=[row], defer_flush=True)
+        result = services.transactions_ingest(rows=[row])
         assert result.created == 1
         started = time.perf_counter()
         consumed = dirty_buckets_flush_all(election_id=election.id)

@@ -13,11 +13,11 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db import connection, models, transaction
-from django.db.models import BooleanField, Case, Count, IntegerField, Q, Sum, Value, When
-from django.db.models.expressions import RawSQL
+from django.db import transaction
+from django.db.models import Case, Count, IntegerField, Q, Sum, Value, When
 from django.utils import timezone
 
+from election_monitor import bulk_sql
 from elections.models import CONSTITUENCY_METRIC_FIELDS, Constituency, Election, Transaction, TransactionKind
 from elections.timebuckets import HOUR, hour_bucket
 from metrics import anomalies
@@ -26,10 +26,7 @@ from metrics.models import HOURLY_COMPUTED_FIELDS, Anomaly, AnomalyKind, HourlyS
 
 logger = logging.getLogger(__name__)
 
-WRITE_BATCH = 2000
-UPSERT_BATCH = 20000  # rows per unnest upsert: one statement's arrays, a few MB
-STAGE_MIN_ROWS = 5000  # from here an upsert stages its rows by COPY instead of arrays
-VALUES_CHUNK = 5000  # bucket pairs per VALUES list on SQLite (two bound parameters each)
+DELETE_BATCH = 2000  # ids per DELETE ... IN statement
 IN_LIST_MAX = 200  # ids in one IN (...) filter before loading the election's rows is cheaper
 HOURLY_FIELDS = list(HOURLY_COMPUTED_FIELDS)
 HOURLY_ROW_FIELDS = ["election", "constituency", "hour", *HOURLY_FIELDS]
@@ -81,34 +78,8 @@ class Scope:
             q |= Q(constituency_id__in=sorted(whole_constituencies))
         pairs = sorted((c, h) for h, ids in by_hour.items() for c in ids if c not in whole_constituencies)
         if pairs:
-            q |= _buckets_in(pairs)
+            q |= bulk_sql.pairs_in(pairs)
         return cls(q=q, totals_by_delta=totals_by_delta)
-
-
-def _buckets_in(pairs: list[tuple[int, datetime]]) -> Q:
-    """``(constituency_id, hour) IN`` the pairs, as one semi-join.
-
-    Subtle: PostgreSQL then probes the (constituency, hour) index once per bucket, and its
-    covering columns make the recount index-only; an OR of ``hour = h AND constituency_id IN
-    (...)`` per hour plans as a bitmap heap scan that reads every page holding a row of the
-    buckets (a 2,000-bucket flush: 400 ms against 100 ms; bench, issue 6), and SQLite
-    refuses such an OR past 1,000 hours (expression tree too deep). SQLite takes the pairs as
-    a VALUES list, in chunks that stay under its limit of bound parameters."""
-    columns = '("constituency_id", "hour") IN '
-    if connection.vendor == "postgresql":
-        condition = RawSQL(
-            columns + "(SELECT * FROM unnest(%s::bigint[], %s::timestamptz[]))",
-            ([c for c, _ in pairs], [h for _, h in pairs]),
-            output_field=BooleanField(),
-        )
-        return Q(condition)
-    q = Q(pk__in=[])
-    for start in range(0, len(pairs), VALUES_CHUNK):
-        chunk = pairs[start : start + VALUES_CHUNK]
-        params = [value for c, h in chunk for value in (c, connection.ops.adapt_datetimefield_value(h))]
-        values = ", ".join(["(%s, %s)"] * len(chunk))
-        q |= Q(RawSQL(f"{columns}(VALUES {values})", params, output_field=BooleanField()))
-    return q
 
 
 def _hour_range(since: datetime | None, until: datetime | None) -> Q:
@@ -277,7 +248,7 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
                 for c in refresh
             }
             result.constituencies_refreshed = _constituencies_write(election_id, totals, voters, now)
-        transaction.on_commit(lambda: metrics_cache.invalidate_election(election_id))
+        metrics_cache.election_version_bump(election_id)
     logger.debug("recompute election=%s %s", election_id, result)
     return result
 
@@ -453,20 +424,20 @@ def _hourly_rows_to_write(election_id, plan, voters, kinds_after, now) -> tuple[
 
 
 def _write(deleted_ids, stale_anomaly_ids, anomaly_upserts, hourly_rows, peer_updates) -> None:
-    for start in range(0, len(deleted_ids), WRITE_BATCH):
-        HourlyStats.objects.filter(id__in=deleted_ids[start : start + WRITE_BATCH]).delete()
-    for start in range(0, len(stale_anomaly_ids), WRITE_BATCH):
-        Anomaly.objects.filter(id__in=stale_anomaly_ids[start : start + WRITE_BATCH]).delete()
+    for start in range(0, len(deleted_ids), DELETE_BATCH):
+        HourlyStats.objects.filter(id__in=deleted_ids[start : start + DELETE_BATCH]).delete()
+    for start in range(0, len(stale_anomaly_ids), DELETE_BATCH):
+        Anomaly.objects.filter(id__in=stale_anomaly_ids[start : start + DELETE_BATCH]).delete()
     # Subtle: plain inserts are safe because only a recompute writes hourly rows, under the
     # election lock, and it loaded every stored row it recounts: a row it did not find is new.
     # Stored rows go through the upsert, which finds them by the unique index: an UPDATE
     # joined to the arrays planned as a scan of the whole table (2,000 rows: 226 ms vs 60 ms).
     new, stored = hourly_rows
-    rows_insert(HourlyStats, HOURLY_ROW_FIELDS, new)
-    rows_upsert(HourlyStats, HOURLY_ROW_FIELDS, stored, unique=["constituency", "hour"])
-    rows_update(HourlyStats, ["anomaly_count", "timestamp"], peer_updates)
+    bulk_sql.rows_insert(HourlyStats, HOURLY_ROW_FIELDS, new)
+    bulk_sql.rows_upsert(HourlyStats, HOURLY_ROW_FIELDS, stored, unique=["constituency", "hour"])
+    bulk_sql.rows_update(HourlyStats, ["anomaly_count", "timestamp"], peer_updates)
     # An anomaly that persists keeps its first detected_at.
-    rows_upsert(Anomaly, ANOMALY_UPSERT_FIELDS, anomaly_upserts, unique=["constituency", "hour", "kind"],
+    bulk_sql.rows_upsert(Anomaly, ANOMALY_UPSERT_FIELDS, anomaly_upserts, unique=["constituency", "hour", "kind"],
                 update=["weight", "details"])  # fmt: skip
 
 
@@ -494,7 +465,9 @@ def constituency_metrics_refresh(
         .order_by()
     }
     totals = {c: summed.get(c, (0, 0, 0)) for c in (voters if ids is None else ids)}
-    return _constituencies_write(election_id, totals, voters, now)
+    written = _constituencies_write(election_id, totals, voters, now)
+    metrics_cache.election_version_bump(election_id)
+    return written
 
 
 def _constituencies_write(election_id: int, totals: dict[int, tuple[int, int, int]], voters, now) -> int:
@@ -525,125 +498,8 @@ def _constituencies_write(election_id: int, totals: dict[int, tuple[int, int, in
             "metrics_updated_at": now,
         }
         updates.append((c, *(figures[name] for name in CONSTITUENCY_FIELDS)))
-    rows_update(Constituency, CONSTITUENCY_FIELDS, updates)
+    bulk_sql.rows_update(Constituency, CONSTITUENCY_FIELDS, updates)
     return len(updates)
-
-
-def rows_update(model, fields: list[str], rows: list[tuple]) -> None:
-    """Set ``fields`` by primary key: ``rows`` are (pk, *values in ``fields`` order), set-based.
-
-    On PostgreSQL one ``UPDATE ... FROM unnest(arrays)`` per batch, linear in the rows.
-    Django's bulk_update writes a CASE with one WHEN per row for every field, which
-    PostgreSQL evaluates branch by branch for every row: quadratic per batch (2,000
-    constituencies took 17 s against 0.16 s; see docs/PERFORMANCE.md, item 3)."""
-    if not rows:
-        return
-    pk = model._meta.pk
-    columns = [pk, *(model._meta.get_field(name) for name in fields)]
-    if connection.vendor != "postgresql":
-        model.objects.bulk_update(_objects(model, columns, rows), fields, batch_size=500)
-        return
-    quote = connection.ops.quote_name
-    names = ", ".join(quote(column.column) for column in columns)
-    assignments = ", ".join(f"{quote(column.column)} = v.{quote(column.column)}" for column in columns[1:])
-    sql = (
-        f"UPDATE {quote(model._meta.db_table)} AS t SET {assignments} FROM unnest({_arrays_sql(columns)}) "
-        f"AS v({names}) WHERE t.{quote(pk.column)} = v.{quote(pk.column)}"
-    )
-    with connection.cursor() as cursor:
-        for start in range(0, len(rows), UPSERT_BATCH):
-            cursor.execute(sql, _arrays(columns, rows[start : start + UPSERT_BATCH]))
-
-
-def rows_insert(model, fields: list[str], rows: list[tuple]) -> None:
-    """Insert ``rows`` (tuples of plain values in ``fields`` order) that do not exist yet.
-
-    On PostgreSQL a binary COPY straight into the table: psycopg packs the values in C,
-    where binding them as arrays builds every element in Python (111,000 hourly rows of a
-    full recompute: 1.8 s against 6 s; bench, issue 6)."""
-    if not rows:
-        return
-    columns = [model._meta.get_field(name) for name in fields]
-    if connection.vendor != "postgresql":
-        model.objects.bulk_create(
-            _objects(model, columns, rows),
-            batch_size=WRITE_BATCH,
-        )
-        return
-    with connection.cursor() as cursor, connection.wrap_database_errors:
-        _copy_rows(cursor, connection.ops.quote_name(model._meta.db_table), columns, rows)
-
-
-def _copy_rows(cursor, table: str, columns, rows: list[tuple]) -> None:
-    names = ", ".join(connection.ops.quote_name(column.column) for column in columns)
-    with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types([column.db_type(connection).split("(")[0] for column in columns])
-        write_row = copy.write_row
-        for row in rows:
-            write_row(row)
-
-
-def rows_upsert(model, fields: list[str], rows: list[tuple], *, unique: list[str], update: list[str] = ()) -> None:
-    """Insert ``rows`` (tuples in ``fields`` order); on a conflict of ``unique`` set the
-    ``update`` fields (default: all the others) of the stored row instead.
-
-    On PostgreSQL one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` per batch, straight
-    from the tuples, not one model object and one parameter per value: from arrays for a
-    few rows, from a binary COPY into a temporary table for many (a re-run of a full
-    recompute rewrites every row: arrays built in Python cost 3x the COPY; bench, issue 6)."""
-    if not rows:
-        return
-    columns = [model._meta.get_field(name) for name in fields]
-    updated = [column for column in columns if (column.name in update if update else column.name not in unique)]
-    if connection.vendor != "postgresql":
-        model.objects.bulk_create(
-            _objects(model, columns, rows),
-            batch_size=WRITE_BATCH,
-            update_conflicts=True,
-            unique_fields=unique,
-            update_fields=[column.name for column in updated],
-        )
-        return
-    quote = connection.ops.quote_name
-    table = quote(model._meta.db_table)
-    names = ", ".join(quote(column.column) for column in columns)
-    on_conflict = (
-        f"ON CONFLICT ({', '.join(quote(model._meta.get_field(name).column) for name in unique)}) DO UPDATE SET "
-        + ", ".join(f"{quote(column.column)} = EXCLUDED.{quote(column.column)}" for column in updated)
-    )
-    with connection.cursor() as cursor, connection.wrap_database_errors:
-        if len(rows) >= STAGE_MIN_ROWS and all(isinstance(column, _PLAIN_FIELDS) for column in columns):
-            stage = quote(f"{model._meta.db_table}_stage")
-            cursor.execute(f"CREATE TEMPORARY TABLE {stage} ON COMMIT DROP AS SELECT {names} FROM {table} WITH NO DATA")
-            _copy_rows(cursor, stage, columns, rows)
-            cursor.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage} {on_conflict}")
-            cursor.execute(f"DROP TABLE {stage}")
-            return
-        sql = f"INSERT INTO {table} ({names}) SELECT * FROM unnest({_arrays_sql(columns)}) {on_conflict}"
-        for start in range(0, len(rows), UPSERT_BATCH):
-            cursor.execute(sql, _arrays(columns, rows[start : start + UPSERT_BATCH]))
-
-
-# Values the driver adapts as they are; anything else (JSON, say) goes through the field.
-_PLAIN_FIELDS = (models.IntegerField, models.FloatField, models.DateTimeField, models.ForeignKey, models.CharField)
-
-
-def _objects(model, columns, rows: list[tuple]) -> list:
-    """Model instances of the rows, for the ORM's bulk paths on SQLite."""
-    return [model(**{column.attname: value for column, value in zip(columns, row, strict=False)}) for row in rows]
-
-
-def _arrays_sql(columns) -> str:
-    return ", ".join(f"%s::{column.db_type(connection)}[]" for column in columns)
-
-
-def _arrays(columns, rows: list[tuple]) -> list[list]:
-    """One array per column: ``unnest`` turns them back into rows."""
-    arrays = [list(values) for values in zip(*rows, strict=False)]
-    for i, column in enumerate(columns):
-        if not isinstance(column, _PLAIN_FIELDS):
-            arrays[i] = [column.get_db_prep_save(value, connection) for value in arrays[i]]
-    return arrays
 
 
 def current_hours(election: Election, now: datetime) -> list[datetime]:

@@ -103,7 +103,13 @@ def hourly_stats_list(
     ordered by hour then constituency. Raises Http404 for an unknown election/constituency."""
     rows = HourlyStats.objects.all()
     if constituency_id is not None:
-        election_id = _constituency_election_id(constituency_id)
+        # From the database, not the cached constituency -> election map: this is the path
+        # a read takes when its cached entry is stale, e.g. after the constituency was deleted.
+        election_id = None
+        if 0 < constituency_id <= ID_MAX:
+            election_id = Constituency.objects.filter(pk=constituency_id).values_list("election_id", flat=True).first()
+        if election_id is None:
+            raise Http404(f"No constituency with id {constituency_id}.")
         rows = rows.filter(constituency_id=constituency_id)
     else:
         if not (0 < election_id <= ID_MAX and Election.objects.filter(pk=election_id).exists()):
