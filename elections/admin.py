@@ -11,14 +11,14 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from election_monitor.admin_utils import (
+from elections import services
+from elections.admin_utils import (
     ELECTION_PARAMETER,
     ConstituencyListFilter,
     ElectionListFilter,
     LargeTableAdmin,
     election_filtered,
 )
-from elections import services
 from elections.models import (
     CONSTITUENCY_METRIC_FIELDS,
     Constituency,

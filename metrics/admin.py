@@ -8,8 +8,8 @@ shows them read-only. To change them, change the transactions or use the electio
 
 from django.contrib import admin, messages
 
-from election_monitor.admin_utils import ConstituencyListFilter, ElectionListFilter, LargeTableAdmin, election_filtered
 from elections.admin import ConstituencyAdmin, ElectionAdmin
+from elections.admin_utils import ConstituencyListFilter, ElectionListFilter, LargeTableAdmin, election_filtered
 from elections.models import Constituency, Election
 from metrics.models import HOURLY_COMPUTED_FIELDS, Anomaly, DirtyBucket, HourlyStats
 from metrics.tasks import recompute_election
