@@ -6,7 +6,6 @@ TRANSACTION_WINDOW_SLACK_DAYS of its election's voting window. Far from Python's
 a timezone conversion) can overflow.
 """
 
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
@@ -54,18 +53,3 @@ def timestamp_window_error(timestamp: datetime, window: Window) -> str | None:
             f"({starts_at.isoformat()} to {ends_at.isoformat()})."
         )
     return None
-
-
-def election_window_lookup() -> Callable[[int], Window | None]:
-    """Voting windows by election id, one query per election for the lookup's lifetime (a
-    request or an import batch)."""
-    from elections.models import Election
-
-    windows: dict[int, Window | None] = {}
-
-    def lookup(election_id: int) -> Window | None:
-        if election_id not in windows:
-            windows[election_id] = Election.objects.filter(pk=election_id).values_list("starts_at", "ends_at").first()
-        return windows[election_id]
-
-    return lookup

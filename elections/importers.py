@@ -23,7 +23,7 @@ from typing import ClassVar
 from django.db import connection, connections
 
 from election_monitor.parsers import strict_loads
-from elections import bounds
+from elections import selectors
 from elections.models import Constituency, Election
 from elections.services import (
     IngestResult,
@@ -279,7 +279,7 @@ def transactions_import(
     """
     fmt, gzipped = file_format_detect(path, fmt)
     lookup = constituency_lookup_by_code(election=election)
-    window = bounds.election_window_lookup()
+    window = selectors.election_window_lookup()
     accepted_elections = {election.code, str(election.id)}
     report = TransactionImportReport()
     with _open(path, gzipped) as source:

@@ -106,7 +106,7 @@ def transaction_row_parse(
     ``constituency_lookup`` resolves the raw ``constituency`` value (an id from the API, a
     code from imports) to a Constituency or None. ``election_id`` is the election the
     caller expects, if any. ``election_window`` gives an election's voting window by id
-    (callers validating many rows share one ``bounds.election_window_lookup()``; without
+    (callers validating many rows share one ``selectors.election_window_lookup()``; without
     it, each call queries the window). Raises RowError naming the first bad field.
     """
     if type(raw) is not dict and not isinstance(raw, Mapping):
@@ -150,9 +150,9 @@ def transaction_row_parse(
         raise RowError("kind", f"'{kind}' is not one of {', '.join(sorted(KINDS))}.")
 
     timestamp = parse_aware_datetime(get("timestamp"))
-    from elections import bounds  # here, not at the top: this function is this module's only user
+    from elections import bounds, selectors  # here, not at the top: this function is their only user
 
-    window = (election_window or bounds.election_window_lookup())(constituency.election_id)
+    window = (election_window or selectors.election_window_lookup())(constituency.election_id)
     if window is not None and (problem := bounds.timestamp_window_error(timestamp, window)):
         raise RowError("timestamp", problem)
 

@@ -9,7 +9,7 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
-from elections import bounds, services
+from elections import selectors, services
 from elections.api.serializers import (
     BulkIngestResultSerializer,
     ConstituencySerializer,
@@ -157,7 +157,7 @@ class TransactionViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         lookup = services.constituency_lookup_by_id(
             item.get("constituency") for item in items if isinstance(item, dict)
         )
-        window = bounds.election_window_lookup()
+        window = selectors.election_window_lookup()
         rows, errors = [], []
         parse, append = services.transaction_row_parse, rows.append
         for index, item in enumerate(items):
