@@ -63,6 +63,15 @@ def test_model_validation_refuses_out_of_range_dates():
     assert "ends_at" in error.value.message_dict
 
 
+def test_the_election_service_refuses_out_of_range_dates():
+    from elections.services import election_save
+
+    with pytest.raises(ValidationError) as error:
+        election_save(election=ElectionFactory.build(code="far", ends_at=FAR_END))
+    assert "1970-2999" in str(error.value.message_dict["ends_at"])
+    assert not Election.objects.exists()
+
+
 def test_admin_refuses_out_of_range_dates(admin_client):
     response = admin_client.post(
         reverse("admin:elections_election_add"),
