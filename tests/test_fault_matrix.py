@@ -43,7 +43,6 @@ from metrics import pipeline
 from metrics.cache import MetricsCache
 from metrics.models import DirtyBucket, HourlyStats
 from metrics.tests.fixtures import (
-    BrokerOutage,
     assert_stats_match_transactions,
     closed_port,
     redis_cache_settings,
@@ -277,20 +276,17 @@ def test_broker_refused(ledger, worker, broker_outage, settings):
 
 
 @pytest.mark.worker
-def test_broker_hung(ledger, worker, hanging, settings):
+def test_broker_hung(ledger, worker, broker_outage, hanging, settings):
     ledger.worker = worker
     before = healthy_start(ledger)
 
-    outage = BrokerOutage()
-    outage.hang(hanging, timeout=SOCKET_TIMEOUT)  # accepts, never answers
-    try:
-        ledger.write("broker-hung")
-        assert hanging.accepted >= 1, "the publisher did reach the hanging broker"
-        assert ledger.read("broker-hung")["total_transactions"] == before["total_transactions"]
-        assert ledger.marks_left()
-    finally:
-        outage.end()
+    broker_outage.hang(hanging, timeout=SOCKET_TIMEOUT)  # accepts, never answers
+    ledger.write("broker-hung")
+    assert hanging.accepted >= 1, "the publisher did reach the hanging broker"
+    assert ledger.read("broker-hung")["total_transactions"] == before["total_transactions"]
+    assert ledger.marks_left()
 
+    broker_outage.end()
     settings.CIRCUIT_BREAKER_RESET_SECONDS = 0
     ledger.write("after")
     ledger.resend("broker-hung")
