@@ -1,0 +1,168 @@
+"""What the pages show, shaped from selector results: local-time labels, chart series and the
+constituency table's slice. Nothing here computes a figure; every number is one a selector
+returned (docs/ARCHITECTURE: pages reuse selectors)."""
+
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+
+from django import forms
+from django.core.paginator import Paginator
+from django.utils.translation import gettext_lazy as _
+from rest_framework.fields import DateTimeField
+
+from metrics.selectors import CONSTITUENCY_ORDERINGS
+
+TABLE_PAGE_SIZE = 50
+SEARCH_MAX_LENGTH = 100
+PAGE_MAX = 1_000_000
+
+ANOMALY_KINDS = {
+    "turnout_over_100": _("Turnout over 100 %"),
+    "votes_exceed_bulletins": _("Votes exceed bulletins"),
+    "velocity_spike": _("Velocity spike"),
+    "outside_voting_window": _("Outside the voting window"),
+}
+DOWNLOAD_LABELS = {
+    "elections": _("Elections"),
+    "summary": _("Summary over all elections"),
+    "detailed": _("Detailed dashboard"),
+    "anomalies": _("Anomalies"),
+    "election_metrics": _("Election metrics and hourly turnout"),
+    "constituency_metrics": _("Constituency metrics"),
+    "hourly_stats": _("Hourly statistics"),
+    "daily": _("Daily rollup"),
+}
+# The constituency table's columns: (API ordering field or None when not sortable, title).
+TABLE_COLUMNS = [
+    ("code", _("Code")),
+    (None, _("Name")),
+    ("registered_voters", _("Registered voters")),
+    ("total_bulletins_issued", _("Bulletins issued")),
+    ("total_votes_cast", _("Votes cast")),
+    ("participation_rate", _("Participation, %")),
+    ("total_anomalies", _("Anomalies")),
+    ("anomaly_score", _("Anomaly score")),
+]
+STATUSES = {"scheduled": _("scheduled"), "active": _("active"), "closed": _("closed")}
+
+_API_TIME = DateTimeField()
+
+
+def api_time(value: datetime) -> str:
+    """A time as the API's JSON writes it, so the page's script can compare the two."""
+    return _API_TIME.to_representation(value)
+
+
+def utc_offset_label(value: datetime, tz: tzinfo) -> str:
+    """``UTC+03:00``, ``UTC+05:30``, ``UTC−03:00`` for the instant's local offset."""
+    offset = value.astimezone(tz).utcoffset()
+    minutes = int(offset.total_seconds() // 60)
+    sign = "+" if minutes >= 0 else "−"
+    return f"UTC{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def local_label(value: datetime, tz: tzinfo, *, with_offset: bool = True) -> str:
+    local = value.astimezone(tz)
+    text = local.strftime("%Y-%m-%d %H:%M")
+    return f"{text} {utc_offset_label(value, tz)}" if with_offset else text
+
+
+def _short_label(value: datetime, tz: tzinfo) -> str:
+    return value.astimezone(tz).strftime("%m-%d %H:%M")
+
+
+@dataclass(frozen=True)
+class Series:
+    name: str
+    values: list
+
+
+def chart(kind: str, labels: list[str], series: list[Series], *, decimals: int = 0, unit: str = "") -> dict:
+    """A chart's data for the page script (json_script): one mark per value of each series."""
+    return {
+        "type": kind,
+        "labels": labels,
+        "series": [{"name": str(s.name), "data": s.values} for s in series],
+        "decimals": decimals,
+        "unit": unit,
+    }
+
+
+def turnout_charts(hourly_turnout: list[dict], tz: tzinfo) -> dict:
+    """The election's hourly votes (bars) and cumulative participation (line), by local hour."""
+    labels = [_short_label(row["hour"], tz) for row in hourly_turnout]
+    return {
+        "votes": chart("bar", labels, [Series(_("Votes cast"), [row["votes_cast"] for row in hourly_turnout])]),
+        "participation": chart(
+            "line",
+            labels,
+            [Series(_("Participation, %"), [row["participation_rate"] for row in hourly_turnout])],
+            decimals=2,
+            unit="%",
+        ),
+    }
+
+
+def constituency_charts(hours: list[dict], activity: list[dict], tz: tzinfo) -> dict:
+    """A constituency's hourly bulletins and votes, velocities, and hour-of-day activity."""
+    labels = [_short_label(row["hour"], tz) for row in hours]
+    return {
+        "counts": chart(
+            "bar",
+            labels,
+            [
+                Series(_("Bulletins issued"), [row["bulletins_issued"] for row in hours]),
+                Series(_("Votes cast"), [row["votes_cast"] for row in hours]),
+            ],
+        ),
+        "velocity": chart(
+            "line",
+            labels,
+            [
+                Series(_("Bulletins per minute"), [row["bulletin_velocity"] for row in hours]),
+                Series(_("Votes per minute"), [row["vote_velocity"] for row in hours]),
+            ],
+            decimals=2,
+        ),
+        "activity": chart(
+            "bar",
+            [f"{row['hour_of_day']:02d}" for row in activity],
+            [
+                Series(_("Bulletins issued"), [row["bulletins_issued"] for row in activity]),
+                Series(_("Votes cast"), [row["votes_cast"] for row in activity]),
+            ],
+        ),
+    }
+
+
+class ConstituencyTableForm(forms.Form):
+    """The constituency table's query: search, sort (an API ordering) and page."""
+
+    q = forms.CharField(required=False, max_length=SEARCH_MAX_LENGTH, strip=True)
+    sort = forms.ChoiceField(required=False, choices=[(o, o) for o in CONSTITUENCY_ORDERINGS])
+    page = forms.IntegerField(required=False, min_value=1, max_value=PAGE_MAX)
+
+
+@dataclass
+class ConstituencyTable:
+    rows: list[dict]
+    page: object  # django.core.paginator.Page
+    q: str
+    sort: str
+    total: int
+
+
+class PageNotFound(Exception):
+    """A table page past the last one."""
+
+
+def constituency_table(ordered: list[dict], *, q: str, sort: str, page: int) -> ConstituencyTable:
+    """Search rows already in the API's ``ordering`` (code or name contains ``q``,
+    case-insensitive) and take one page."""
+    needle = q.casefold()
+    matched = [r for r in ordered if needle in r["code"].casefold() or needle in r["name"].casefold()] if q else ordered
+    paginator = Paginator(matched, TABLE_PAGE_SIZE, allow_empty_first_page=True)
+    if page > paginator.num_pages:
+        raise PageNotFound(page)
+    current = paginator.page(page)
+    return ConstituencyTable(rows=list(current.object_list), page=current, q=q, sort=sort, total=len(matched))
