@@ -181,7 +181,10 @@ class ConstituencyAdmin(LargeTableAdmin):
             ("metrics_anomaly", "Anomalies"),
         ]
         params = {ELECTION_PARAMETER: obj.election_id, "constituency": obj.pk}
-        return format_html_join(" · ", "{}", ((_changelist_link(name, label, **params),) for name, label in links))
+        dashboard = reverse("dashboard:constituency", args=[obj.election.code, obj.code])
+        return format_html_join(
+            " · ", "{}", ((_changelist_link(name, label, **params),) for name, label in links)
+        ) + format_html(' · <a href="{}">Dashboard page</a>', dashboard)
 
     def get_deleted_objects(self, objs, request):
         return _summarized_deletion(objs, request, constituency_ids=[obj.pk for obj in objs])

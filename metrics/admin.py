@@ -7,6 +7,8 @@ shows them read-only. To change them, change the transactions or use the electio
 """
 
 from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html
 
 from election_monitor.admin_utils import ConstituencyListFilter, ElectionListFilter, LargeTableAdmin, election_filtered
 from metrics.models import HOURLY_COMPUTED_FIELDS, Anomaly, DirtyBucket, HourlyStats
@@ -45,11 +47,17 @@ class HourlyStatsAdmin(ReadOnlyAdmin):
         "constituency_code",
         "election_code",
         *HOURLY_COMPUTED_FIELDS,
+        "dashboard_link",
     )
     list_filter = (ElectionListFilter, ConstituencyListFilter)
     search_fields = ("constituency__code__exact",)
     date_hierarchy = "hour"
     sortable_by = ("hour",)
+
+    @admin.display(description="dashboard")
+    def dashboard_link(self, obj) -> str:
+        url = reverse("dashboard:constituency", args=[obj.election.code, obj.constituency.code])
+        return format_html('<a href="{}#hourly">hourly charts</a>', url)
 
 
 @admin.register(Anomaly)
