@@ -308,7 +308,7 @@ def main(argv=None) -> int:
     Path(args.json).write_text(json.dumps({"meta": meta, "pages": pages, "polling": polling, **exports}, indent=1))
     section = report(meta, pages, polling, exports)
     doc = Path(args.output)
-    text = doc.read_text()
+    text = doc.read_text() if doc.exists() else ""
     if BEGIN in text:
         text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
     else:

@@ -33,6 +33,17 @@ def read_permission(view):
     return wrapped
 
 
+CODE_MAX_LENGTH = 64  # Election.code and Constituency.code
+
+
+def _by_code(queryset, **codes):
+    """The object with these codes, or 404; a code no column can hold (too long, a NUL byte
+    that PostgreSQL refuses in any string) names nothing."""
+    if any(len(code) > CODE_MAX_LENGTH or "\x00" in code for code in codes.values()):
+        raise Http404("No such code.")
+    return get_object_or_404(queryset, **codes)
+
+
 def _timezone_context(election: Election) -> dict:
     tz = election.tz
     starts, ends = (presenters.utc_offset_label(t, tz) for t in (election.starts_at, election.ends_at))
@@ -110,7 +121,7 @@ def _bad_request(request, form):
 @read_permission
 def election_page(request, election_code: str):
     """Headline figures, the turnout curve, the constituency table and recent anomalies."""
-    election = get_object_or_404(Election, code=election_code)
+    election = _by_code(Election.objects.all(), code=election_code)
     form = presenters.ConstituencyTableForm(request.GET)
     if not form.is_valid():
         return _bad_request(request, form)
@@ -154,8 +165,8 @@ def election_page(request, election_code: str):
 @read_permission
 def constituency_page(request, election_code: str, constituency_code: str):
     """Hourly bulletins, votes and velocity; hour-of-day activity; anomalies."""
-    election = get_object_or_404(Election, code=election_code)
-    constituency = get_object_or_404(Constituency.objects.only("id"), election=election, code=constituency_code)
+    election = _by_code(Election.objects.all(), code=election_code)
+    constituency = _by_code(Constituency.objects.filter(election=election).only("id"), code=constituency_code)
     metrics = selectors.constituency_metrics_get(constituency_id=constituency.id).value
     hours = list(
         selectors.hourly_stats_list(constituency_id=constituency.id).values(

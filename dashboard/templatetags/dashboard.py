@@ -4,7 +4,7 @@ active language, labels of anomaly kinds and statuses, and table links that keep
 from datetime import datetime
 
 from django import template
-from django.utils.formats import number_format
+from django.utils.formats import get_format
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
@@ -32,11 +32,13 @@ def local_time(context, value: datetime | None, tz=None):
 @register.filter
 def num(value, decimals=0):
     """A number grouped and with the decimal mark of the active language (as the page
-    script's Intl.NumberFormat writes it)."""
+    script's Intl.NumberFormat writes it). Formatted directly, not by number_format: a page
+    shows hundreds of numbers."""
     if value is None:
         return "—"
-    decimals = int(decimals)
-    return number_format(round(float(value), decimals) if decimals else int(value), decimals, force_grouping=True)
+    text = f"{value:,.{int(decimals)}f}"
+    grouping, mark = get_format("THOUSAND_SEPARATOR"), get_format("DECIMAL_SEPARATOR")
+    return text.replace(",", "\0").replace(".", mark).replace("\0", grouping)
 
 
 @register.filter

@@ -191,6 +191,9 @@ def test_unknown_elections_and_constituencies_are_404(client, seeded):
     code = ConstituencyFactory(election=other, code="only-there").code
     assert client.get(reverse("dashboard:constituency", args=[seeded.election.code, code])).status_code == 404
     assert client.post(election_url(seeded.election)).status_code == 405
+    for code in ("nul%00byte", "x" * 65):
+        assert client.get(f"/elections/{code}/").status_code == 404
+        assert client.get(f"/elections/{seeded.election.code}/constituencies/{code}/").status_code == 404
 
 
 # --- permissions and language ------------------------------------------------------------
