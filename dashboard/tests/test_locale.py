@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import polib
+from django.utils import translation
 
 LOCALE = Path(__file__).resolve().parent.parent / "locale" / "ru" / "LC_MESSAGES"
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,6 +20,13 @@ def test_every_message_is_translated_and_the_compiled_catalogue_matches_the_po()
         catalogue = gettext.GNUTranslations(compiled)
     for entry in po.translated_entries():
         assert catalogue.gettext(entry.msgid) == entry.msgstr, entry.msgid
+
+
+def test_no_other_catalogue_shadows_the_dashboards_words():
+    po = polib.pofile(str(LOCALE / "django.po"))
+    with translation.override("ru"):
+        shadowed = [e.msgid for e in po.translated_entries() if translation.gettext(e.msgid) != e.msgstr]
+    assert shadowed == []
 
 
 def test_nothing_below_the_dashboard_imports_it():

@@ -19,7 +19,7 @@
   // --- charts -------------------------------------------------------------------------------
 
   function labelStep(count, width) {
-    var fits = Math.max(2, Math.floor(width / 80));
+    var fits = Math.max(2, Math.floor(width / 95));
     return Math.max(1, Math.ceil(count / fits));
   }
 
@@ -53,8 +53,17 @@
       options.fullWidth = true;
       chart = new Chartist.LineChart(el, data, options);
     } else {
-      options.seriesBarDistance = 4;
+      // Bars as wide as the room each one has (Chartist's stylesheet draws 10 px bars, which
+      // overlap on a phone): room per bar, less a gap.
+      var slots = Math.max(1, spec.labels.length * spec.series.length);
+      var bar = Math.max(1, Math.min(10, Math.floor(((el.clientWidth || 320) - 50) / slots * 0.8)));
+      options.seriesBarDistance = bar;
       chart = new Chartist.BarChart(el, data, options);
+      chart.on("draw", function (context) {
+        if (context.type === "bar") {
+          context.element.attr({ style: "stroke-width: " + bar + "px" });
+        }
+      });
     }
     var expected = spec.series.reduce(function (n, s) { return n + s.data.length; }, 0);
     el.setAttribute("data-points", String(expected));
