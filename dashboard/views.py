@@ -137,6 +137,7 @@ def election_page(request, election_code: str):
     codes = {row["constituency_id"]: row["code"] for row in ordered}
     anomalies = list(selectors.anomaly_list(election_id=election.id)[:RECENT_ANOMALIES])
     context = _timezone_context(election)
+    f = presenters.Formatter(context["tz"], with_offset=context["offset_varies"])
     live = metrics["status"] == ElectionStatus.ACTIVE
     return render(
         request,
@@ -148,6 +149,8 @@ def election_page(request, election_code: str):
             "charts": presenters.turnout_charts(metrics["hourly_turnout"], context["tz"]),
             "table": table,
             "table_columns": presenters.TABLE_COLUMNS,
+            "table_rows": presenters.constituency_rows(table.rows, election.code, f),
+            "turnout_rows": presenters.turnout_rows(metrics["hourly_turnout"], f),
             "anomalies": [{"anomaly": a, "constituency_code": codes.get(a.constituency_id)} for a in anomalies],
             "computed_at": presenters.api_time(metrics["computed_at"]),
             "live_url": reverse("election-metrics", kwargs={"election_id": election.id}) if live else "",
@@ -182,6 +185,7 @@ def constituency_page(request, election_code: str, constituency_code: str):
     )
     anomalies = list(selectors.anomaly_list(constituency_id=constituency.id)[:RECENT_ANOMALIES])
     context = _timezone_context(election)
+    f = presenters.Formatter(context["tz"], with_offset=context["offset_varies"])
     live = election.status == ElectionStatus.ACTIVE
     return render(
         request,
@@ -190,7 +194,8 @@ def constituency_page(request, election_code: str, constituency_code: str):
             **context,
             "election": election,
             "metrics": metrics,
-            "hours": hours,
+            "hour_rows": presenters.hour_rows(hours, f),
+            "activity_rows": presenters.activity_rows(metrics["hourly_activity"], f),
             "charts": presenters.constituency_charts(hours, metrics["hourly_activity"], context["tz"]),
             "anomalies": [{"anomaly": a, "constituency_code": metrics["code"]} for a in anomalies],
             "computed_at": presenters.api_time(metrics["computed_at"]),

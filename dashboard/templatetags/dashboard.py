@@ -5,7 +5,7 @@ from datetime import datetime
 
 from django import template
 from django.utils.formats import get_format
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
 from dashboard import presenters
@@ -31,14 +31,20 @@ def local_time(context, value: datetime | None, tz=None):
 
 @register.filter
 def num(value, decimals=0):
-    """A number grouped and with the decimal mark of the active language (as the page
-    script's Intl.NumberFormat writes it). Formatted directly, not by number_format: a page
-    shows hundreds of numbers."""
+    """A number in the active language's marks (presenters.number_text)."""
     if value is None:
         return "—"
-    text = f"{value:,.{int(decimals)}f}"
-    grouping, mark = get_format("THOUSAND_SEPARATOR"), get_format("DECIMAL_SEPARATOR")
-    return text.replace(",", "\0").replace(".", mark).replace("\0", grouping)
+    return presenters.number_text(
+        value, int(decimals), get_format("THOUSAND_SEPARATOR"), get_format("DECIMAL_SEPARATOR")
+    )
+
+
+@register.simple_tag
+def table_body(rows):
+    """``<tr>``s of cells formatted by presenters (escaped unless already safe HTML)."""
+    return format_html_join(
+        "\n", "<tr>{}</tr>", ((format_html_join("", "<td>{}</td>", ((cell,) for cell in row)),) for row in rows)
+    )
 
 
 @register.filter
