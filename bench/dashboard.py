@@ -234,6 +234,10 @@ def exports_measure(rows_list: list[int]) -> dict:
         entry = {"rows": rows, "peak_rss_mb": measured["peak_rss_mb"], "bytes": int(size), "seconds": float(seconds)}
         print(f"  export {entry}", flush=True)
         results["exports"].append(entry)
+    from bench.generate import election_purge
+
+    # The elections list sums every election's turnout curve: leave only the bench's own.
+    election_purge(codes=[f"bench-export-{rows}" for rows in rows_list])
     return results
 
 
