@@ -2,6 +2,7 @@
 constituency table's slice. Nothing here computes a figure; every number is one a selector
 returned (docs/ARCHITECTURE: pages reuse selectors)."""
 
+import html
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
@@ -9,8 +10,7 @@ from django import forms
 from django.core.paginator import Paginator
 from django.urls import reverse
 from django.utils.formats import get_format
-from django.utils.html import format_html
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeData, SafeString, mark_safe
 from django.utils.translation import gettext_lazy as _
 from rest_framework.fields import DateTimeField
 
@@ -78,6 +78,11 @@ def number_text(value, decimals: int, grouping: str, mark: str) -> str:
     return text.replace(",", "\0").replace(".", mark).replace("\0", grouping)
 
 
+def html_cell(value) -> str:
+    """A table cell's HTML: safe HTML as it is, anything else escaped."""
+    return value if isinstance(value, SafeData) else html.escape(str(value))
+
+
 class Formatter:
     """Numbers and times of one page, in the active language and the election's timezone.
 
@@ -93,9 +98,8 @@ class Formatter:
         return "—" if value is None else number_text(value, decimals, self.grouping, self.mark)
 
     def time(self, value: datetime) -> SafeString:
-        return format_html(
-            '<time datetime="{}">{}</time>', api_time(value), local_label(value, self.tz, with_offset=self.with_offset)
-        )
+        label = local_label(value, self.tz, with_offset=self.with_offset)
+        return mark_safe(f'<time datetime="{html.escape(api_time(value))}">{html.escape(label)}</time>')
 
 
 def turnout_rows(hourly_turnout: list[dict], f: Formatter) -> list[tuple]:
@@ -133,8 +137,9 @@ def activity_rows(activity: list[dict], f: Formatter) -> list[tuple]:
 def constituency_rows(rows: list[dict], election_code: str, f: Formatter) -> list[tuple]:
     return [
         (
-            format_html(
-                '<a href="{}">{}</a>', reverse("dashboard:constituency", args=[election_code, r["code"]]), r["code"]
+            mark_safe(  # both parts escaped
+                f'<a href="{html.escape(reverse("dashboard:constituency", args=[election_code, r["code"]]))}">'
+                f"{html.escape(r['code'])}</a>"
             ),
             r["name"],
             f.num(r["registered_voters"]),
