@@ -83,6 +83,16 @@ def wait_until(condition, timeout: float = 10.0, interval: float = 0.05):
         time.sleep(interval)
 
 
+def page_language(browser) -> str | None:
+    """The html element's lang, or None while a navigation replaces the document."""
+    from selenium.common.exceptions import WebDriverException
+
+    try:
+        return browser.execute_script("return document.readyState === 'complete' && document.documentElement.lang")
+    except WebDriverException:
+        return None
+
+
 def open_page(browser, url: str, width: int = 1280):
     browser.set_window_size(width, 900)
     browser.get(url)
@@ -178,13 +188,13 @@ def test_the_language_switch_changes_the_page_language(browser, live_server, clo
 
     url = live_server.url + reverse("dashboard:election", args=[closed_election.election.code])
     open_page(browser, url)
-    assert browser.find_element(By.TAG_NAME, "html").get_attribute("lang") == "en"
+    assert page_language(browser) == "en"
     browser.find_element(By.ID, "lang-ru").click()
-    wait_until(lambda: browser.find_element(By.TAG_NAME, "html").get_attribute("lang") == "ru")
+    wait_until(lambda: page_language(browser) == "ru")
     assert browser.current_url == url
     assert "Явка по часам" in browser.find_element(By.ID, "turnout-h").text
     browser.find_element(By.ID, "lang-en").click()
-    wait_until(lambda: browser.find_element(By.TAG_NAME, "html").get_attribute("lang") == "en")
+    wait_until(lambda: page_language(browser) == "en")
     assert console_errors(browser) == []
 
 
@@ -217,12 +227,15 @@ def test_a_transaction_posted_during_the_test_shows_on_the_open_page_within_the_
 
     post_json(api, token, tx(1))
     open_page(browser, live_server.url + reverse("dashboard:election", args=[election.code]))
-    votes = browser.find_element(By.CSS_SELECTOR, '[data-field="total_votes_cast"]')
-    assert votes.text == "1"
+
+    def votes() -> str:  # looked up each time: a refresh replaces the section holding it
+        return browser.execute_script("return document.querySelector('[data-field=\"total_votes_cast\"]').textContent")
+
+    assert votes() == "1"
     time.sleep(2 * POLL_SECONDS + 0.3)  # two polls: the first fetches, the second is a 304
     post_json(api, token, tx(2))
     committed = time.monotonic()
-    wait_until(lambda: votes.text == "2", timeout=LIVE_BOUND + 2)
+    wait_until(lambda: votes() == "2", timeout=LIVE_BOUND + 2)
     elapsed = time.monotonic() - committed
     assert elapsed <= LIVE_BOUND, f"shown {elapsed:.2f} s after the commit"
     # Then the server-rendered sections follow (the turnout chart and table, the feeds).
