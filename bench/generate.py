@@ -203,7 +203,9 @@ def election_purge(*, codes=None, ids=None) -> None:
             for table in ("metrics_dirtybucket", "metrics_anomaly", "metrics_hourlystats", "elections_transaction"):
                 cursor.execute(f"DELETE FROM {table} WHERE election_id = ANY(%s)", [ids])
             cursor.execute("DELETE FROM elections_constituency WHERE election_id = ANY(%s)", [ids])
-            cursor.execute("DELETE FROM elections_election WHERE id = ANY(%s)", [ids])
+            # The rest (ingest batches, grants, certifications, versions) is small: the ORM's
+            # cascade reaches every table that points at an election, however many there are.
+            Election.objects.filter(id__in=ids).delete()
 
 
 class IndexesSuspended:
