@@ -2,6 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from dashboard import views
+from election_monitor.admin_login import login_throttled
 
 app_name = "dashboard"
 
@@ -13,6 +14,7 @@ urlpatterns = [
         views.constituency_page,
         name="constituency",
     ),
-    path("login/", auth_views.LoginView.as_view(template_name="dashboard/login.html"), name="login"),
+    # Throttled as the admin's login is (SPEC section 10): observers' accounts are accounts too.
+    path("login/", login_throttled(auth_views.LoginView.as_view(template_name="dashboard/login.html")), name="login"),
     path("logout/", auth_views.LogoutView.as_view(next_page="dashboard:elections"), name="logout"),
 ]

@@ -247,7 +247,9 @@ def rows_by_key(
     if not is_postgresql():
         found = {}
         for start in range(0, len(wanted), VALUES_CHUNK):
-            rows = model.objects.filter(**{f"{key}__in": wanted[start : start + VALUES_CHUNK]}).values_list(key, *fields)
+            rows = model.objects.filter(**{f"{key}__in": wanted[start : start + VALUES_CHUNK]}).values_list(
+                key, *fields
+            )
             found.update({value: tuple(rest) for value, *rest in rows.order_by()})
         return found
     quote = connection.ops.quote_name

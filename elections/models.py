@@ -9,6 +9,7 @@ from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from elections.bounds import timestamp_window_error, validate_election_date
 from elections.timebuckets import hour_bucket, timezone_names, zone
 
 
@@ -38,8 +39,8 @@ class Election(models.Model):
     code = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=255)
     timezone = models.CharField(max_length=64, validators=[validate_timezone_name])
-    starts_at = models.DateTimeField()
-    ends_at = models.DateTimeField()
+    starts_at = models.DateTimeField(validators=[validate_election_date])
+    ends_at = models.DateTimeField(validators=[validate_election_date])
     created_at = models.DateTimeField(auto_now_add=True)
     # Set by certification (elections.services.election_certify): from then on every write to
     # the election, its constituencies and its transactions is refused until un-certified.
@@ -70,7 +71,9 @@ class Election(models.Model):
     def status_at(self, now: datetime) -> str:
         if now < self.starts_at:
             return ElectionStatus.SCHEDULED
-        if now < self.ends_at + grace_period():
+        # Subtle: the grace period is subtracted from now, never added to a stored ends_at,
+        # which may lie near year 9999 in rows from before the bounds (no overflow).
+        if now - grace_period() < self.ends_at:
             return ElectionStatus.ACTIVE
         return ElectionStatus.CLOSED
 
@@ -160,11 +163,16 @@ class Transaction(models.Model):
     hour = models.DateTimeField(editable=False)
     block_number = models.BigIntegerField(null=True, blank=True)
     received_at = models.DateTimeField(default=timezone.now)
-    # Who sent it, through which path (SPEC section 10). Subtle: no database constraint and
+    # Who sent it, through which path (README, Trusted writes). Subtle: no database constraint and
     # no index: the batch row is written by the same service, in the same transaction, just
     # before; a constraint would add a check per inserted row to the hottest insert.
     batch = models.ForeignKey(
-        "IngestBatch", null=True, blank=True, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False,
+        "IngestBatch",
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+        db_constraint=False,
         db_index=False,
     )
 
@@ -215,6 +223,10 @@ class Transaction(models.Model):
     def clean(self):
         if self.constituency_id and self.election_id and self.constituency.election_id != self.election_id:
             raise ValidationError({"constituency": "The constituency belongs to another election."})
+        if self.timestamp and self.constituency_id:
+            election = self.constituency.election
+            if problem := timestamp_window_error(self.timestamp, (election.starts_at, election.ends_at)):
+                raise ValidationError({"timestamp": problem})
 
     @classmethod
     def from_db(cls, db, field_names, values):
@@ -242,10 +254,12 @@ class IngestBatch(models.Model):
     """One delivery of observed data: an API request, an import run, an admin save.
 
     Every transaction points at the batch that stored it, so who sent what, through which
-    path, is always answerable (SPEC section 10, attribution)."""
+    path, is always answerable (README, Trusted writes)."""
 
     election = models.ForeignKey(Election, on_delete=models.CASCADE, related_name="batches")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     source = models.CharField(max_length=16, choices=IngestSource.choices)
     label = models.CharField(max_length=255, blank=True, help_text="The file imported, or the request's path.")
     created_at = models.DateTimeField(default=timezone.now)

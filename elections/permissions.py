@@ -35,6 +35,4 @@ class CanCertify(BasePermission):
 
     def has_permission(self, request, view):
         user = request.user
-        return bool(
-            user and user.is_authenticated and user.is_staff and user.has_perm("elections.certify_election")
-        )
+        return bool(user and user.is_authenticated and user.is_staff and user.has_perm("elections.certify_election"))

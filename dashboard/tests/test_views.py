@@ -217,6 +217,16 @@ def test_pages_need_a_login_when_anonymous_reads_are_off(client, seeded, setting
     assert client.get(url).status_code == 200
 
 
+def test_the_dashboard_login_is_throttled_like_the_admins(client, settings):
+    settings.ADMIN_LOGIN_MAX_FAILURES = 2
+    User.objects.create_user("observer", password="a-long-password-1")
+    url = reverse("dashboard:login")
+    for _ in range(2):
+        assert client.post(url, {"username": "observer", "password": "wrong"}).status_code == 200
+    refused = client.post(url, {"username": "observer", "password": "a-long-password-1"})
+    assert refused.status_code == 429
+
+
 def test_russian_by_accept_language_and_by_the_switch(client, seeded):
     url = election_url(seeded.election)
     html = page(client, url, HTTP_ACCEPT_LANGUAGE="ru")

@@ -1,4 +1,4 @@
-"""The ingest API (SPEC section 7, writes): POST elections/, constituencies/, transactions/.
+"""The ingest API (README, HTTP API: writes): POST elections/, constituencies/, transactions/.
 
 Every bad input is a 4xx that names the field (and, for lists, the item) and stores nothing.
 """
