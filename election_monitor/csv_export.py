@@ -27,7 +27,7 @@ from datetime import datetime, tzinfo
 
 from django.http import StreamingHttpResponse
 from rest_framework import serializers
-from rest_framework.renderers import BaseRenderer
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.settings import api_settings
 
 CSV_MEDIA_TYPE = "text/csv"
@@ -227,6 +227,14 @@ class CSVExportMixin:
 
     def csv_stream(self, items: Iterable, serializer_class, *, filename: str) -> StreamingHttpResponse:
         return csv_streaming_response(items, serializer_class(), zone_of=self.csv_zone, filename=filename)
+
+    def handle_exception(self, exc):
+        """Errors stay JSON when CSV was asked for: a 400's field errors or a 404's detail
+        read as they do everywhere else in the API (and as the schema documents them)."""
+        if self.wants_csv():
+            self.request.accepted_renderer = JSONRenderer()
+            self.request.accepted_media_type = JSONRenderer.media_type
+        return super().handle_exception(exc)
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)

@@ -179,6 +179,8 @@ def test_hourly_stats_of_an_election_stream_from_an_iterator_whatever_the_page_s
 def test_bad_parameters_of_an_export_are_a_400(api_client, seeded, url_name, kwargs, params):
     response = api_client.get(reverse(url_name, kwargs=kwargs), {**params, "format": "csv"})
     assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"  # errors read as everywhere in the API
+    assert response.json()
 
 
 def test_an_export_of_a_missing_object_is_a_404(api_client, db):
