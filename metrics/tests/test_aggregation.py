@@ -248,7 +248,8 @@ def test_running_the_same_recompute_twice_gives_identical_rows():
     first = _full_rows(t.election.id)
     # Every kind the recompute derives (a protocol mismatch comes from reconciliation).
     assert {a["kind"] for a in first[1]} == set(AnomalyKind.values) - {AnomalyKind.STREAM_PROTOCOL_MISMATCH}
-    assert first[2] and first[3]
+    assert first[2]
+    assert first[3]
 
     metrics_recompute(election_id=t.election.id, scope=Scope.election(), now=now)
     metrics_recompute(election_id=t.election.id, scope=Scope.marks([(t.ids[2], T0 + HOUR)]), now=now)
