@@ -203,6 +203,25 @@ def episodes(hourly: dict, anomalies: dict, details: dict) -> dict[tuple[int, da
     return found
 
 
+def episode_events(before: dict, after: dict) -> list[tuple[tuple, str]]:
+    """The events SPEC section 12 asks for between two sets of episodes (as ``episodes``
+    returns them): a new identity opened (and closed at once if it is not open), an open
+    one that is not any more closed, a closed one that is open again opened, a vanished one
+    withdrawn. Sorted by identity, then in the order they happen."""
+    found = []
+    for key in sorted(before.keys() | after.keys()):
+        old, new = before.get(key), after.get(key)
+        if new is None:
+            found.append((key, "withdrawn"))
+        elif old is None:
+            found.append((key, "opened"))
+            if not new["open"]:
+                found.append((key, "closed"))
+        elif old["open"] != new["open"]:
+            found.append((key, "opened" if new["open"] else "closed"))
+    return found
+
+
 def _period_start(hour: datetime, tz: str, period: str) -> datetime:
     zone = ZoneInfo(tz)
     if period == "hour":
