@@ -5,7 +5,7 @@ from datetime import datetime
 
 from elections.models import Transaction
 from elections.services import TransactionRow, transactions_delete, transactions_ingest
-from metrics.models import Anomaly, DirtyBucket, Episode, HourlyStats
+from metrics.models import Anomaly, DirtyBucket, Episode, EpisodeEvent, HourlyStats
 from metrics.pipeline import dirty_buckets_flush
 from metrics.tests import reference
 
@@ -92,6 +92,16 @@ def assert_matches_reference(election_id: int, ref: reference.RefElection, now: 
     assert got["episodes"] == want["episodes"], _diff(got["episodes"], want["episodes"])
     assert got["constituencies"] == want["constituencies"], _diff(got["constituencies"], want["constituencies"])
     return got
+
+
+def assert_events_between(election_id: int, before: dict, after: dict, *, seen: int) -> tuple[int, list[str]]:
+    """The events recorded after event id ``seen`` are exactly the ones SPEC section 12 asks
+    for between two reference sets of episodes (one recompute apart). Returns the newest
+    event id and the events' names."""
+    new = list(EpisodeEvent.objects.filter(election_id=election_id, id__gt=seen).order_by("id"))
+    got = sorted(((e.constituency_id, e.first_hour, e.kind), e.event) for e in new)
+    assert got == sorted(reference.episode_events(before, after))
+    return max([seen, *(e.id for e in new)]), [e.event for e in new]
 
 
 def _diff(got: dict, want: dict) -> str:
