@@ -3,7 +3,7 @@ and the events alerts deliver when one opens, closes or is withdrawn (SPEC secti
 
 Episodes are re-derived from the stored Anomaly and HourlyStats rows inside the recompute
 that changed them, under its election lock, and written with their events in the same
-database transaction. How merges, splits and corrections map to events: docs/METRICS.md.
+database transaction. How merges, splits and corrections map to events: docs/EPISODES.md.
 """
 
 from collections import defaultdict
