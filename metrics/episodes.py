@@ -11,7 +11,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from django.db.models import Q
+from django.db import connection
+from django.db.models import BooleanField, Q
+from django.db.models.expressions import RawSQL
 
 from metrics import anomalies
 from metrics.events import episode_events_announce
@@ -21,8 +23,39 @@ from metrics.models import Anomaly, Episode, EpisodeEvent, EpisodeEventKind, Hou
 # of one clause per window; past IN_LIST_MAX ids, the election's index beats an IN list.
 WINDOW_CLAUSES_MAX = 20
 IN_LIST_MAX = 200
-UPDATE_BATCH = 500
 EPISODE_FIELDS = ("last_hour", "hours", "peak", "open", "weight")
+
+
+@dataclass(slots=True)
+class StoredEpisode:
+    """A stored episode's row, without a model instance: a busy flush reads hundreds, and
+    building model instances was most of the upkeep's time (docs/PERFORMANCE.md)."""
+
+    id: int
+    election_id: int
+    constituency_id: int
+    kind: str
+    first_hour: datetime
+    last_hour: datetime
+    hours: int
+    peak: float | None
+    open: bool
+    weight: float
+    updated_at: datetime | None = None
+
+
+STORED_COLUMNS = (
+    "id",
+    "election_id",
+    "constituency_id",
+    "kind",
+    "first_hour",
+    "last_hour",
+    "hours",
+    "peak",
+    "open",
+    "weight",
+)
 
 
 @dataclass(slots=True)
@@ -79,13 +112,13 @@ def episodes_refresh(
     if ids is None:
         since = None
     stored_rows = Episode.objects.filter(election_id=election_id)
-    if ids is not None and len(ids) <= IN_LIST_MAX:
-        stored_rows = stored_rows.filter(constituency_id__in=ids)
+    if ids is not None:
+        stored_rows = stored_rows.filter(_constituency_in(ids))
     wanted = None if ids is None else set(ids)
-    stored: dict[int, dict[str, list[Episode]]] = defaultdict(lambda: defaultdict(list))
-    for episode in stored_rows.order_by("first_hour"):
-        if wanted is None or episode.constituency_id in wanted:
-            stored[episode.constituency_id][episode.kind].append(episode)
+    stored: dict[int, dict[str, list[StoredEpisode]]] = defaultdict(lambda: defaultdict(list))
+    for row in stored_rows.order_by("first_hour").values_list(*STORED_COLUMNS):
+        episode = StoredEpisode(*row)
+        stored[episode.constituency_id][episode.kind].append(episode)
 
     # Where each (constituency, kind) is re-derived from, and each constituency's earliest.
     kind_window: dict[tuple[int, str], datetime | None] = {}
@@ -124,8 +157,8 @@ def episodes_refresh(
     ):
         hours[c].add(h)
 
-    deleted: list[Episode] = []
-    updated: list[Episode] = []
+    deleted: list[StoredEpisode] = []
+    updated: list[StoredEpisode] = []
     created: list[Episode] = []
     pending: list[tuple[str, Episode, dict | None]] = []
     for c in relevant:
@@ -168,7 +201,13 @@ def episodes_refresh(
     if deleted:
         Episode.objects.filter(id__in=[e.id for e in deleted]).delete()
     if updated:
-        Episode.objects.bulk_update(updated, [*EPISODE_FIELDS, "updated_at"], batch_size=UPDATE_BATCH)
+        # Subtle: an open cumulative episode's peak moves at nearly every flush, so a busy
+        # flush updates hundreds of episodes; rows_update is linear where bulk_update's CASE
+        # per row is quadratic (docs/PERFORMANCE.md). Imported here: aggregation calls us.
+        from metrics.aggregation import rows_update
+
+        fields = [*EPISODE_FIELDS, "updated_at"]
+        rows_update(Episode, fields, [(e.id, *(getattr(e, name) for name in fields)) for e in updated])
     if created:
         Episode.objects.bulk_create(created)
     events = [
@@ -189,6 +228,13 @@ def episodes_refresh(
     return events
 
 
+def _constituency_in(ids: list[int]) -> Q:
+    """``constituency_id IN ids``; on PostgreSQL one array parameter, not one per id."""
+    if connection.vendor == "postgresql":
+        return Q(RawSQL('"constituency_id" = ANY(%s::bigint[])', (ids,), output_field=BooleanField()))
+    return Q(constituency_id__in=ids)
+
+
 def _region(election_id: int, ids: list[int] | None, window: dict[int, datetime | None]) -> Q:
     """Rows of ``election_id`` that cover every given constituency's window (a superset is
     fine: the caller filters again). Constituencies sharing a window share a clause; past
@@ -206,7 +252,7 @@ def _region(election_id: int, ids: list[int] | None, window: dict[int, datetime 
         groups = [*head, (None if None in starts else min(starts), [c for _, cs in rest for c in cs])]
     clauses = Q(pk__in=[])
     for start, cs in groups:
-        clause = Q(constituency_id__in=sorted(cs)) if len(cs) <= IN_LIST_MAX else Q()
+        clause = _constituency_in(sorted(cs)) if len(cs) <= IN_LIST_MAX else Q()
         if start is not None:
             clause &= Q(hour__gte=start)
         if not clause:
@@ -215,12 +261,12 @@ def _region(election_id: int, ids: list[int] | None, window: dict[int, datetime 
     return q & clauses
 
 
-def _assign(episode: Episode, derived: DerivedEpisode) -> None:
+def _assign(episode: Episode | StoredEpisode, derived: DerivedEpisode) -> None:
     for name in EPISODE_FIELDS:
         setattr(episode, name, getattr(derived, name))
 
 
-def _payload(episode: Episode) -> dict:
+def _payload(episode: Episode | StoredEpisode) -> dict:
     """The episode's fields as the API shows them (times in UTC, ISO 8601)."""
     return {
         "id": episode.id,
