@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import connection, models, transaction
-from django.db.models import BooleanField, Case, Count, IntegerField, Q, Sum, Value, When
+from django.db.models import BooleanField, Case, Count, FloatField, IntegerField, Q, Sum, Value, When
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -255,11 +255,19 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
         result.rows_deleted = len(plan.deleted_ids)
         result.anomalies_written = len(upserts)
         result.anomalies_deleted = len(stale_ids)
-        # Episodes follow the anomalies just written: of the constituencies whose hours or
-        # flags moved, from the earliest changed hour (docs/EPISODES.md).
+        # Episodes follow the anomalies just written, in the constituencies whose flags, their
+        # magnitudes or their hours with data moved, from the earliest changed hour
+        # (docs/EPISODES.md): a flush that only adds to an existing clean bucket has none.
         episodes_refresh(
             election_id=election_id,
-            constituency_ids=None if scope.whole_election else touched | peers_rejudged | {u[1] for u in upserts},
+            constituency_ids=None
+            if scope.whole_election
+            else {
+                *(row[1] for row in upserts),
+                *(key[0] for key in existing if key not in desired and in_region(*key)),
+                *(row[1] for row in hourly_rows[0]),
+                *(c for c, _ in stored_in_scope.keys() - counts.keys()),
+            },
             since=since,
             now=now,
         )
@@ -516,15 +524,26 @@ def _constituencies_write(election_id: int, totals: dict[int, tuple[int, int, in
     if len(totals) <= IN_LIST_MAX:
         found = found.filter(constituency_id__in=sorted(totals))
         episodes = episodes.filter(constituency_id__in=sorted(totals))
-    counted = dict(
-        found.values("constituency_id").annotate(n=Count("id")).values_list("constituency_id", "n").order_by()
-    )
-    weights = dict(
-        episodes.values("constituency_id").annotate(w=Sum("weight")).values_list("constituency_id", "w").order_by()
-    )
+    # One round trip: anomaly counts and episode weights as a UNION ALL of two aggregates.
+    flagged: dict[int, list] = defaultdict(lambda: [0, 0.0])
+    for c, n, w in (
+        found.values("constituency_id")
+        .annotate(n=Count("id"), w=Value(0.0, output_field=FloatField()))
+        .values_list("constituency_id", "n", "w")
+        .order_by()
+        .union(
+            episodes.values("constituency_id")
+            .annotate(n=Value(0, output_field=IntegerField()), w=Sum("weight"))
+            .values_list("constituency_id", "n", "w")
+            .order_by(),
+            all=True,
+        )
+    ):
+        flagged[c][0] += n
+        flagged[c][1] += w
     updates = []
     for c, (bulletins, votes, count) in totals.items():
-        n, w = counted.get(c, 0), weights.get(c, 0.0)
+        n, w = flagged.get(c, (0, 0.0))
         figures = {
             "total_bulletins_issued": bulletins,
             "total_votes_cast": votes,
