@@ -3,7 +3,7 @@ and the events alerts deliver when one opens, closes or is withdrawn (SPEC secti
 
 Episodes are re-derived from the stored Anomaly and HourlyStats rows inside the recompute
 that changed them, under its election lock, and written with their events in the same
-database transaction. How merges, splits and corrections map to events: docs/EPISODES.md.
+database transaction. How merges, splits and corrections map to events: docs/METRICS.md#episode-events.
 """
 
 import json
@@ -12,10 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from django.db import connection
-from django.db.models import BooleanField, Q
-from django.db.models.expressions import RawSQL
-
+from election_monitor import bulk_sql
 from metrics import anomalies
 from metrics.events import episode_events_announce
 from metrics.models import Anomaly, Episode, EpisodeEvent, EpisodeEventKind, HourlyStats
@@ -25,7 +22,6 @@ from metrics.models import Anomaly, Episode, EpisodeEvent, EpisodeEventKind, Hou
 WINDOW_CLAUSES_MAX = 20
 IN_LIST_MAX = 200
 EPISODE_FIELDS = ("last_hour", "hours", "peak", "open", "weight")
-FIRST_INSTANT = datetime(1, 1, 2, tzinfo=UTC)  # a window start before any hour
 
 
 @dataclass(slots=True)
@@ -115,7 +111,7 @@ def episodes_refresh(
         since = None
     stored_rows = Episode.objects.filter(election_id=election_id)
     if ids is not None:
-        stored_rows = stored_rows.filter(_constituency_in(ids))
+        stored_rows = stored_rows.filter(bulk_sql.ids_in(ids))
     wanted = None if ids is None else set(ids)
     stored: dict[int, dict[str, list[StoredEpisode]]] = defaultdict(lambda: defaultdict(list))
     for row in stored_rows.order_by("first_hour").values_list(*STORED_COLUMNS):
@@ -136,14 +132,14 @@ def episodes_refresh(
             kind_window[(c, kind)] = start
 
     flagged: dict[int, dict[str, dict[datetime, float | None]]] = defaultdict(lambda: defaultdict(dict))
-    for c, h, kind, details in _rows_in_windows(
-        Anomaly, ("constituency_id", "hour", "kind", "details"), election_id, ids, window
-    ):
+    every = ids is None  # the whole election: every row, no windows
+    anomaly_fields = ("constituency_id", "hour", "kind", "details")
+    for c, h, kind, details in _rows_in_windows(Anomaly, anomaly_fields, election_id, None if every else window):
         if wanted is not None and c not in wanted:
             continue
         start = kind_window.get((c, kind), window.get(c))
         if start is None or h >= start:
-            if isinstance(details, str):  # a raw PostgreSQL read leaves JSON to the field
+            if isinstance(details, str):  # a raw read leaves decoding JSON to the caller
                 details = json.loads(details)
             flagged[c][kind][h] = anomalies.magnitude(kind, details)
     # Only a constituency with a flag or a stored episode in its window can have an episode
@@ -153,7 +149,7 @@ def episodes_refresh(
         return []
     hours: dict[int, set[datetime]] = defaultdict(set)
     for c, h in _rows_in_windows(
-        HourlyStats, ("constituency_id", "hour"), election_id, relevant, {c: window.get(c) for c in relevant}
+        HourlyStats, ("constituency_id", "hour"), election_id, None if every else {c: window[c] for c in relevant}
     ):
         hours[c].add(h)
 
@@ -203,11 +199,9 @@ def episodes_refresh(
     if updated:
         # Subtle: an open cumulative episode's peak moves at nearly every flush, so a busy
         # flush updates hundreds of episodes; rows_update is linear where bulk_update's CASE
-        # per row is quadratic (docs/PERFORMANCE.md). Imported here: aggregation calls us.
-        from metrics.aggregation import rows_update
-
+        # per row is quadratic (docs/PERFORMANCE.md).
         fields = [*EPISODE_FIELDS, "updated_at"]
-        rows_update(Episode, fields, [(e.id, *(getattr(e, name) for name in fields)) for e in updated])
+        bulk_sql.rows_update(Episode, fields, [(e.id, *(getattr(e, name) for name in fields)) for e in updated])
     if created:
         Episode.objects.bulk_create(created)
     events = [
@@ -228,61 +222,19 @@ def episodes_refresh(
     return events
 
 
-def _constituency_in(ids: list[int]) -> Q:
-    """``constituency_id IN ids``; on PostgreSQL one array parameter, not one per id."""
-    if connection.vendor == "postgresql":
-        return Q(RawSQL('"constituency_id" = ANY(%s::bigint[])', (ids,), output_field=BooleanField()))
-    return Q(constituency_id__in=ids)
-
-
-def _rows_in_windows(model, columns, election_id: int, ids: list[int] | None, window: dict) -> list[tuple]:
-    """``columns`` of ``model``'s rows (Anomaly or HourlyStats) of the given constituencies
-    (None: the whole election) from each one's window start (None: the first hour) on.
-
-    Subtle: on PostgreSQL each constituency's rows are one probe of the (constituency, hour)
-    unique index from its own start: a LATERAL subquery per window, kept from being flattened
-    into a join by OFFSET 0. As a plain join PostgreSQL hashed every hourly row of the
-    election (90 ms against 1 ms for 400 windows; docs/PERFORMANCE.md), and clauses shared
-    by many windows had to start at the earliest of them."""
-    if ids is None or connection.vendor != "postgresql":
-        return list(model.objects.filter(_region(election_id, ids, window)).values_list(*columns).order_by())
-    quote = connection.ops.quote_name
-    names = ", ".join(f"t.{quote(model._meta.get_field(name).column)}" for name in columns)
-    sql = (
-        f"SELECT {names} FROM unnest(%s::bigint[], %s::timestamptz[]) AS w(c, h) CROSS JOIN LATERAL "
-        f"(SELECT * FROM {quote(model._meta.db_table)} AS t "
-        "WHERE t.constituency_id = w.c AND t.hour >= w.h AND t.election_id = %s OFFSET 0) AS t"
+def _rows_in_windows(model, fields, election_id: int, window: dict[int, datetime | None] | None) -> list[tuple]:
+    """``fields`` of the election's rows (Anomaly or HourlyStats) in each constituency's window;
+    ``window`` None: every row of the election. May return more: callers filter again."""
+    if window is None:
+        return list(model.objects.filter(election_id=election_id).values_list(*fields).order_by())
+    return bulk_sql.rows_from_starts(
+        model,
+        fields,
+        window,
+        where={"election_id": election_id},
+        clauses_max=WINDOW_CLAUSES_MAX,
+        in_list_max=IN_LIST_MAX,
     )
-    starts = [window.get(c) or FIRST_INSTANT for c in ids]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [ids, starts, election_id])
-        return cursor.fetchall()
-
-
-def _region(election_id: int, ids: list[int] | None, window: dict[int, datetime | None]) -> Q:
-    """Rows of ``election_id`` that cover every given constituency's window (a superset is
-    fine: the caller filters again). Constituencies sharing a window share a clause; past
-    WINDOW_CLAUSES_MAX windows the smallest groups share the earliest of theirs."""
-    q = Q(election_id=election_id)
-    if ids is None:
-        return q
-    by_start: dict[datetime | None, list[int]] = defaultdict(list)
-    for c, start in window.items():
-        by_start[start].append(c)
-    groups = sorted(by_start.items(), key=lambda group: -len(group[1]))
-    if len(groups) > WINDOW_CLAUSES_MAX:
-        head, rest = groups[: WINDOW_CLAUSES_MAX - 1], groups[WINDOW_CLAUSES_MAX - 1 :]
-        starts = [start for start, _ in rest]
-        groups = [*head, (None if None in starts else min(starts), [c for _, cs in rest for c in cs])]
-    clauses = Q(pk__in=[])
-    for start, cs in groups:
-        clause = _constituency_in(sorted(cs)) if len(cs) <= IN_LIST_MAX else Q()
-        if start is not None:
-            clause &= Q(hour__gte=start)
-        if not clause:
-            return q  # every row of the election
-        clauses |= clause
-    return q & clauses
 
 
 def _assign(episode: Episode | StoredEpisode, derived: DerivedEpisode) -> None:
