@@ -10,7 +10,7 @@ registered voters are scaled to the transaction budget so that turnout stays rea
 whatever ``transactions`` is.
 
 Four constituencies carry one injected anomaly each, built with enough margin that the
-rules of SPEC section 4 fire for them and for no other constituency:
+rules of docs/METRICS.md#anomaly-rules fire for them and for no other constituency:
 
 - ``velocity_spike``: a burst of ten times its normal votes in one afternoon hour;
 - ``turnout_over_100``: 102 % of its registered voters vote (ballot stuffing), spread evenly
@@ -19,7 +19,7 @@ rules of SPEC section 4 fire for them and for no other constituency:
   vote, have no bulletin;
 - ``outside_voting_window``: a few transactions in the hour before the polls open.
 
-Each forms exactly one episode (SPEC section 4): its flagged hours are one run among the
+Each forms exactly one episode (docs/METRICS.md#episodes): its flagged hours are one run among the
 constituency's hours with data. The bulletins missing at noon outnumber the bulletins whose
 votes fall into the next hour, so the cumulative rule never lapses once it fires, and the
 early transactions are all in one hour.

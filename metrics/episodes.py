@@ -1,5 +1,5 @@
-"""Episodes: maximal runs of one constituency's flagged hours of one kind (SPEC section 4),
-and the events alerts deliver when one opens, closes or is withdrawn (SPEC section 12).
+"""Episodes: maximal runs of one constituency's flagged hours of one kind, and
+the events alerts deliver when one opens, closes or is withdrawn (docs/METRICS.md#episodes).
 
 Episodes are re-derived from the stored Anomaly and HourlyStats rows inside the recompute
 that changed them, under its election lock, and written with their events in the same

@@ -1,4 +1,4 @@
-"""Shapes of the metrics API (SPEC section 7), field for field, and the filter serializers
+"""Shapes of the metrics API (README, HTTP API), field for field, and the filter serializers
 that validate path and query parameters before any selector runs."""
 
 import re
@@ -169,7 +169,8 @@ class EpisodeSerializer(serializers.Serializer):
         help_text="Flagged hours in it, consecutive among the constituency's hours with data."
     )
     peak = serializers.FloatField(
-        allow_null=True, help_text="The largest magnitude of its hours (per kind, SPEC section 4); null when undefined."
+        allow_null=True,
+        help_text="The largest magnitude of its hours (per kind, see the anomaly rules); null when undefined.",
     )
     open = serializers.BooleanField(help_text="Its last hour is the constituency's latest hour with data.")
     weight = serializers.FloatField(help_text="The kind's weight: what the episode adds to S of the anomaly score.")
@@ -240,6 +241,12 @@ class ElectionMetricsSerializer(serializers.Serializer):
     constituency_count = serializers.IntegerField()
     constituencies_with_anomalies = serializers.IntegerField()
     hourly_turnout = HourlyTurnoutSerializer(many=True)
+    certified_at = serializers.DateTimeField(allow_null=True, help_text="When the count was certified final.")
+    snapshot_sha256 = serializers.CharField(
+        allow_null=True,
+        help_text="Of a certified election: SHA-256 of the canonical text of its hourly rows and constituency "
+        "figures, reproducible from this API (README, Certification).",
+    )
     computed_at = serializers.DateTimeField()
 
 

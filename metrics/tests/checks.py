@@ -30,9 +30,12 @@ CONSTITUENCY = (
 
 
 def ingest(election_id: int, txs: list[tuple[str, int, str, datetime]]):
-    """Store (tx_hash, constituency_id, kind, timestamp) tuples through the one insert path."""
+    """Store (tx_hash, constituency_id, kind, timestamp) tuples through the one insert path.
+
+    Generated streams resend hashes with other content too: as an import does, those
+    conflicts are counted and not stored, so the first of each hash is what is kept."""
     rows = [TransactionRow(h, election_id, c, kind, ts, None) for h, c, kind, ts in txs]
-    return transactions_ingest(rows=rows)
+    return transactions_ingest(rows=rows, conflicts="count")
 
 
 def delete(tx_hashes) -> int:
@@ -95,7 +98,7 @@ def assert_matches_reference(election_id: int, ref: reference.RefElection, now: 
 
 
 def assert_events_between(election_id: int, before: dict, after: dict, *, seen: int) -> tuple[int, list[str]]:
-    """The events recorded after event id ``seen`` are exactly the ones SPEC section 12 asks
+    """The events recorded after event id ``seen`` are exactly the ones docs/METRICS.md#episode-events asks
     for between two reference sets of episodes (one recompute apart). Returns the newest
     event id and the events' names."""
     new = list(EpisodeEvent.objects.filter(election_id=election_id, id__gt=seen).order_by("id"))
