@@ -190,8 +190,9 @@ def csv_lines(rows, *, constituency_code: str, clock: Clock) -> str:
 
 
 def election_purge(*, codes=None, ids=None) -> None:
-    """Delete elections and everything under them with set-based SQL (the ORM cascade would
-    load every transaction into memory)."""
+    """Delete elections and everything under them: the big tables with set-based SQL (the ORM
+    cascade would load every transaction into memory), then the rest through the ORM cascade,
+    so tables that other apps add (ingest batches, certifications, ...) go too."""
     with connection.cursor() as cursor:
         if codes is not None:
             cursor.execute("SELECT id FROM elections_election WHERE code = ANY(%s)", [list(codes)])
@@ -209,8 +210,7 @@ def election_purge(*, codes=None, ids=None) -> None:
                 "elections_transaction",
             ):
                 cursor.execute(f"DELETE FROM {table} WHERE election_id = ANY(%s)", [ids])
-            cursor.execute("DELETE FROM elections_constituency WHERE election_id = ANY(%s)", [ids])
-            cursor.execute("DELETE FROM elections_election WHERE id = ANY(%s)", [ids])
+            Election.objects.filter(id__in=ids).delete()
 
 
 class IndexesSuspended:
