@@ -241,6 +241,8 @@ SPECTACULAR_SETTINGS = {
         "election_monitor.schema.document_common_errors",
         "election_monitor.csv_export.schema_add_format_parameter",
     ],
+    # Anomalies and episodes share one kind enum: named once, not after a hash.
+    "ENUM_NAME_OVERRIDES": {"AnomalyKindEnum": "metrics.models.AnomalyKind"},
 }
 
 # Where the dashboard sends a reader who must sign in (anonymous reads off).
@@ -269,6 +271,7 @@ ANOMALY_WEIGHTS = {
     "votes_exceed_bulletins": float(os.environ.get("ANOMALY_WEIGHT_VOTES_EXCEED_BULLETINS", "3")),
     "velocity_spike": float(os.environ.get("ANOMALY_WEIGHT_VELOCITY_SPIKE", "2")),
     "outside_voting_window": float(os.environ.get("ANOMALY_WEIGHT_OUTSIDE_VOTING_WINDOW", "1")),
+    "stream_protocol_mismatch": float(os.environ.get("ANOMALY_WEIGHT_STREAM_PROTOCOL_MISMATCH", "4")),
 }
 ANOMALY_SPIKE_K = float(os.environ.get("ANOMALY_SPIKE_K", "5"))
 ANOMALY_SPIKE_MIN_VOTES = int(os.environ.get("ANOMALY_SPIKE_MIN_VOTES", "20"))
