@@ -334,11 +334,10 @@ def test_recorded_events_are_dispatched_after_the_commit_that_recorded_them(
     """Through the signal metrics sends (metrics.events), as the episode upkeep does."""
     webhook_channel(receiver)
     election = two_elections[0]
-    with django_capture_on_commit_callbacks(execute=True):
-        with transaction.atomic():
-            event = episode_event(election.constituencies.first())
-            episode_events_announce(election_id=election.id, event_ids=[event.id])
-            assert receiver.count() == 0  # nothing before the commit
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        event = episode_event(election.constituencies.first())
+        episode_events_announce(election_id=election.id, event_ids=[event.id])
+        assert receiver.count() == 0  # nothing before the commit
     assert receiver.count() == 1
     assert AlertDelivery.objects.get().event_id == event.id
 
@@ -423,9 +422,14 @@ def test_alert_send_without_an_election_reaches_only_global_channels(
 
 def test_alert_send_in_a_transaction_that_rolls_back_sends_nothing(receiver, alert_settings, two_elections):
     webhook_channel(receiver)
-    with pytest.raises(RuntimeError), transaction.atomic():
-        alert_send(election_id=two_elections[0].id, subject="never", body={})
-        raise RuntimeError("the verification failed")
+
+    def verification_that_fails_after_alerting():
+        with transaction.atomic():
+            alert_send(election_id=two_elections[0].id, subject="never", body={})
+            raise RuntimeError("the verification failed")
+
+    with pytest.raises(RuntimeError):
+        verification_that_fails_after_alerting()
     assert AlertMessage.objects.count() == 0
     assert AlertDelivery.objects.count() == 0
     assert receiver.count() == 0
