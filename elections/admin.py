@@ -253,14 +253,14 @@ class TransactionAdmin(LargeTableAdmin):
 def _summarized_deletion(objs, request, *, election_ids=(), constituency_ids=()):
     """The delete confirmation lists the objects and *counts* what cascades with them;
     Django's default would load and render every one of their millions of transactions."""
-    from metrics.models import Anomaly, DirtyBucket, HourlyStats
+    from metrics.models import Anomaly, DirtyBucket, Episode, EpisodeEvent, HourlyStats
 
     if election_ids:
         scope = {"election_id__in": election_ids}
-        cascades = [Constituency, Transaction, HourlyStats, Anomaly, DirtyBucket]
+        cascades = [Constituency, Transaction, HourlyStats, Anomaly, Episode, EpisodeEvent, DirtyBucket]
     else:
         scope = {"constituency_id__in": constituency_ids}
-        cascades = [Transaction, HourlyStats, Anomaly, DirtyBucket]
+        cascades = [Transaction, HourlyStats, Anomaly, Episode, EpisodeEvent, DirtyBucket]
     model_count = {objs[0]._meta.verbose_name_plural: len(objs)} if objs else {}
     perms_needed = set()
     for model in [type(objs[0]), *cascades] if objs else []:

@@ -22,7 +22,8 @@ from elections.models import CONSTITUENCY_METRIC_FIELDS, Constituency, Election,
 from elections.timebuckets import HOUR, hour_bucket
 from metrics import anomalies
 from metrics.cache import metrics_cache
-from metrics.models import HOURLY_COMPUTED_FIELDS, Anomaly, AnomalyKind, HourlyStats
+from metrics.episodes import episodes_refresh
+from metrics.models import HOURLY_COMPUTED_FIELDS, Anomaly, AnomalyKind, Episode, HourlyStats
 
 logger = logging.getLogger(__name__)
 
@@ -254,6 +255,14 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
         result.rows_deleted = len(plan.deleted_ids)
         result.anomalies_written = len(upserts)
         result.anomalies_deleted = len(stale_ids)
+        # Episodes follow the anomalies just written: of the constituencies whose hours or
+        # flags moved, from the earliest changed hour (docs/METRICS.md, "Episodes").
+        episodes_refresh(
+            election_id=election_id,
+            constituency_ids=None if scope.whole_election else touched | peers_rejudged | {u[1] for u in upserts},
+            since=since,
+            now=now,
+        )
 
         refresh = touched | peers_rejudged
         if not scope.totals_by_delta:
@@ -499,22 +508,23 @@ def constituency_metrics_refresh(
 
 def _constituencies_write(election_id: int, totals: dict[int, tuple[int, int, int]], voters, now) -> int:
     """Write each constituency's given (bulletins, votes, transactions) totals, with its
-    participation and its anomaly count and score from the stored anomalies."""
+    participation, its anomaly count from the stored anomalies and its score from the
+    stored episodes (SPEC section 4, "Episodes and the score")."""
     if not totals:
         return 0
-    found = Anomaly.objects.filter(election_id=election_id)
+    found, episodes = Anomaly.objects.filter(election_id=election_id), Episode.objects.filter(election_id=election_id)
     if len(totals) <= IN_LIST_MAX:
         found = found.filter(constituency_id__in=sorted(totals))
-    flagged = {
-        c: (n, w)
-        for c, n, w in found.values("constituency_id")
-        .annotate(n=Count("id"), w=Sum("weight"))
-        .values_list("constituency_id", "n", "w")
-        .order_by()
-    }
+        episodes = episodes.filter(constituency_id__in=sorted(totals))
+    counted = dict(
+        found.values("constituency_id").annotate(n=Count("id")).values_list("constituency_id", "n").order_by()
+    )
+    weights = dict(
+        episodes.values("constituency_id").annotate(w=Sum("weight")).values_list("constituency_id", "w").order_by()
+    )
     updates = []
     for c, (bulletins, votes, count) in totals.items():
-        n, w = flagged.get(c, (0, 0.0))
+        n, w = counted.get(c, 0), weights.get(c, 0.0)
         figures = {
             "total_bulletins_issued": bulletins,
             "total_votes_cast": votes,

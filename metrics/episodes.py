@@ -1,0 +1,224 @@
+"""Episodes: maximal runs of one constituency's flagged hours of one kind (SPEC section 4),
+and the events alerts deliver when one opens, closes or is withdrawn (SPEC section 12).
+
+Episodes are re-derived from the stored Anomaly and HourlyStats rows inside the recompute
+that changed them, under its election lock, and written with their events in the same
+database transaction. How merges, splits and corrections map to events: docs/METRICS.md.
+"""
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from django.db.models import Q
+
+from metrics import anomalies
+from metrics.events import episode_events_announce
+from metrics.models import Anomaly, Episode, EpisodeEvent, EpisodeEventKind, HourlyStats
+
+# Past this many distinct windows, one filter from the earliest of them is cheaper than an OR
+# of one clause per window; past IN_LIST_MAX ids, the election's index beats an IN list.
+WINDOW_CLAUSES_MAX = 20
+IN_LIST_MAX = 200
+UPDATE_BATCH = 500
+EPISODE_FIELDS = ("last_hour", "hours", "peak", "open", "weight")
+
+
+@dataclass(slots=True)
+class DerivedEpisode:
+    kind: str
+    first_hour: datetime
+    last_hour: datetime
+    hours: int
+    peak: float | None
+    open: bool
+    weight: float
+
+
+def episodes_derive(
+    hours: list[datetime], flagged: dict[datetime, float | None], *, kind: str, weight: float
+) -> list[DerivedEpisode]:
+    """The episodes of one kind in one constituency: ``hours`` are its hours with data in
+    order, ``flagged`` maps each flagged hour to its magnitude (None where undefined)."""
+    found: list[DerivedEpisode] = []
+    current = None
+    for h in hours:
+        if h not in flagged:
+            current = None
+            continue
+        m = flagged[h]
+        if current is None:
+            current = DerivedEpisode(kind, h, h, 0, None, False, weight)
+            found.append(current)
+        current.last_hour = h
+        current.hours += 1
+        if m is not None and (current.peak is None or m > current.peak):
+            current.peak = m
+    if found and hours and found[-1].last_hour == hours[-1]:
+        found[-1].open = True
+    return found
+
+
+def episodes_refresh(
+    *, election_id: int, constituency_ids: Iterable[int] | None, since: datetime | None = None, now: datetime
+) -> list[EpisodeEvent]:
+    """Bring the stored episodes of the given constituencies (None: every one) in line with
+    their anomalies and hours, and record an event for each episode that opened, closed or
+    disappeared; returns the events, announced once the transaction commits.
+
+    ``since``: no flag and no hour with data before it changed (None: any may have). Only
+    what can change is re-derived: per constituency and kind, from the first hour of the
+    last stored episode that ends before ``since``, or of the one that reaches it.
+    Subtle: an episode ending earlier is followed by an unflagged hour before ``since`` and
+    by a later episode of its kind, so neither its extent nor its ``open`` can move.
+    """
+    ids = None if constituency_ids is None else sorted(set(constituency_ids))
+    if ids == []:
+        return []
+    if ids is None:
+        since = None
+    stored_rows = Episode.objects.filter(election_id=election_id)
+    if ids is not None:
+        stored_rows = stored_rows.filter(constituency_id__in=ids)
+    stored: dict[tuple[int, str], list[Episode]] = defaultdict(list)
+    for episode in stored_rows.order_by("first_hour"):
+        stored[(episode.constituency_id, episode.kind)].append(episode)
+
+    kind_window: dict[tuple[int, str], datetime | None] = {}
+    window: dict[int, datetime | None] = dict.fromkeys(ids or (), since)
+    for (c, kind), episodes in stored.items():
+        start = None
+        if since is not None:
+            last_before = [e for e in episodes if e.last_hour < since][-1:]
+            reaching = [e for e in episodes if e.last_hour >= since][:1]
+            start = min([since, *(e.first_hour for e in last_before + reaching)])
+            window[c] = min(window[c], start)
+        kind_window[(c, kind)] = start
+
+    region = _region(election_id, ids, window)
+    hours: dict[int, list[datetime]] = defaultdict(list)
+    for c, h in HourlyStats.objects.filter(region).values_list("constituency_id", "hour").order_by():
+        hours[c].append(h)
+    flagged: dict[tuple[int, str], dict[datetime, float | None]] = defaultdict(dict)
+    for c, h, kind, details in (
+        Anomaly.objects.filter(region).values_list("constituency_id", "hour", "kind", "details").order_by()
+    ):
+        start = kind_window.get((c, kind), window.get(c, since))
+        if start is None or h >= start:
+            flagged[(c, kind)][h] = anomalies.magnitude(kind, details)
+            hours[c].append(h)  # never drop a flagged hour, even one without its row
+
+    deleted: list[Episode] = []
+    updated: list[Episode] = []
+    created: list[Episode] = []
+    pending: list[tuple[str, Episode, dict | None]] = []
+    constituencies = set(window) | {c for c, _ in stored} | hours.keys()
+    for c in sorted(constituencies):
+        start_c = window.get(c, since)
+        series = sorted({h for h in hours.get(c, ()) if start_c is None or h >= start_c})
+        kinds = {k for cc, k in stored if cc == c} | {k for cc, k in flagged if cc == c}
+        for kind in sorted(kinds):
+            start = kind_window.get((c, kind), start_c)
+            in_window = series if start is None else [h for h in series if h >= start]
+            derived = {
+                d.first_hour: d
+                for d in episodes_derive(
+                    in_window, flagged.get((c, kind), {}), kind=kind, weight=anomalies.weight(kind)
+                )
+            }
+            before = {e.first_hour: e for e in stored.get((c, kind), ()) if start is None or e.first_hour >= start}
+            for first_hour, episode in before.items():
+                if first_hour not in derived:
+                    deleted.append(episode)
+                    # Taken now: the row goes, the event keeps what it was.
+                    pending.append((EpisodeEventKind.WITHDRAWN, episode, _payload(episode)))
+            for first_hour, d in derived.items():
+                episode = before.get(first_hour)
+                if episode is None:
+                    episode = Episode(
+                        election_id=election_id, constituency_id=c, kind=kind, first_hour=first_hour, updated_at=now
+                    )
+                    _assign(episode, d)
+                    created.append(episode)
+                    pending.append((EpisodeEventKind.OPENED, episode, None))
+                    if not d.open:
+                        pending.append((EpisodeEventKind.CLOSED, episode, None))
+                    continue
+                was_open = episode.open
+                if any(getattr(episode, name) != getattr(d, name) for name in EPISODE_FIELDS):
+                    _assign(episode, d)
+                    episode.updated_at = now
+                    updated.append(episode)
+                if was_open != d.open:
+                    pending.append((EpisodeEventKind.OPENED if d.open else EpisodeEventKind.CLOSED, episode, None))
+
+    if deleted:
+        Episode.objects.filter(id__in=[e.id for e in deleted]).delete()
+    if updated:
+        Episode.objects.bulk_update(updated, [*EPISODE_FIELDS, "updated_at"], batch_size=UPDATE_BATCH)
+    if created:
+        Episode.objects.bulk_create(created)
+    events = [
+        EpisodeEvent(
+            election_id=election_id,
+            constituency_id=episode.constituency_id,
+            kind=episode.kind,
+            first_hour=episode.first_hour,
+            event=event,
+            payload=payload or _payload(episode),
+            created_at=now,
+        )
+        for event, episode, payload in pending
+    ]
+    if events:
+        events = EpisodeEvent.objects.bulk_create(events)
+        episode_events_announce(election_id=election_id, event_ids=[e.id for e in events])
+    return events
+
+
+def _region(election_id: int, ids: list[int] | None, window: dict[int, datetime | None]) -> Q:
+    """Rows of ``election_id`` that cover every constituency's window (a superset is fine:
+    the caller filters by window again)."""
+    q = Q(election_id=election_id)
+    if ids is None:
+        return q
+    by_start: dict[datetime | None, list[int]] = defaultdict(list)
+    for c, start in window.items():
+        by_start[start].append(c)
+    if len(by_start) <= WINDOW_CLAUSES_MAX and len(ids) <= IN_LIST_MAX:
+        clauses = Q(pk__in=[])
+        for start, cs in by_start.items():
+            clause = Q(constituency_id__in=sorted(cs))
+            clauses |= clause if start is None else clause & Q(hour__gte=start)
+        return q & clauses
+    if len(ids) <= IN_LIST_MAX:
+        q &= Q(constituency_id__in=ids)
+    if None not in by_start:
+        q &= Q(hour__gte=min(by_start))
+    return q
+
+
+def _assign(episode: Episode, derived: DerivedEpisode) -> None:
+    for name in EPISODE_FIELDS:
+        setattr(episode, name, getattr(derived, name))
+
+
+def _payload(episode: Episode) -> dict:
+    """The episode's fields as the API shows them (times in UTC, ISO 8601)."""
+    return {
+        "id": episode.id,
+        "election_id": episode.election_id,
+        "constituency_id": episode.constituency_id,
+        "kind": episode.kind,
+        "first_hour": _iso(episode.first_hour),
+        "last_hour": _iso(episode.last_hour),
+        "hours": episode.hours,
+        "peak": episode.peak,
+        "open": episode.open,
+        "weight": episode.weight,
+    }
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
