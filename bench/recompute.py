@@ -60,9 +60,15 @@ def explain(sql: str, params: dict) -> str:
 
 
 def metrics_reset(election_id: int) -> None:
-    """Back to 'never computed' (untimed): no hourly rows, anomalies, marks or totals."""
+    """Back to 'never computed' (untimed): no hourly rows, anomalies, episodes, marks or totals."""
     with connection.cursor() as cursor:
-        for table in ("metrics_dirtybucket", "metrics_anomaly", "metrics_hourlystats"):
+        for table in (
+            "metrics_dirtybucket",
+            "metrics_episodeevent",
+            "metrics_episode",
+            "metrics_anomaly",
+            "metrics_hourlystats",
+        ):
             cursor.execute(f"DELETE FROM {table} WHERE election_id = %s", [election_id])
         cursor.execute(
             "UPDATE elections_constituency SET total_bulletins_issued = 0, total_votes_cast = 0, "

@@ -63,7 +63,7 @@ class AnomalyAdmin(ReadOnlyAdmin):
 
 @admin.register(Episode)
 class EpisodeAdmin(ReadOnlyAdmin):
-    """Runs of flagged hours (docs/METRICS.md, "Episodes"), latest first."""
+    """Runs of flagged hours (docs/EPISODES.md), latest first."""
 
     list_display = (
         "last_hour",

@@ -256,7 +256,7 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
         result.anomalies_written = len(upserts)
         result.anomalies_deleted = len(stale_ids)
         # Episodes follow the anomalies just written: of the constituencies whose hours or
-        # flags moved, from the earliest changed hour (docs/METRICS.md, "Episodes").
+        # flags moved, from the earliest changed hour (docs/EPISODES.md).
         episodes_refresh(
             election_id=election_id,
             constituency_ids=None if scope.whole_election else touched | peers_rejudged | {u[1] for u in upserts},

@@ -3,7 +3,7 @@ and the events alerts deliver when one opens, closes or is withdrawn (SPEC secti
 
 Episodes are re-derived from the stored Anomaly and HourlyStats rows inside the recompute
 that changed them, under its election lock, and written with their events in the same
-database transaction. How merges, splits and corrections map to events: docs/METRICS.md.
+database transaction. How merges, splits and corrections map to events: docs/EPISODES.md.
 """
 
 from collections import defaultdict
@@ -79,55 +79,67 @@ def episodes_refresh(
     if ids is None:
         since = None
     stored_rows = Episode.objects.filter(election_id=election_id)
-    if ids is not None:
+    if ids is not None and len(ids) <= IN_LIST_MAX:
         stored_rows = stored_rows.filter(constituency_id__in=ids)
-    stored: dict[tuple[int, str], list[Episode]] = defaultdict(list)
+    wanted = None if ids is None else set(ids)
+    stored: dict[int, dict[str, list[Episode]]] = defaultdict(lambda: defaultdict(list))
     for episode in stored_rows.order_by("first_hour"):
-        stored[(episode.constituency_id, episode.kind)].append(episode)
+        if wanted is None or episode.constituency_id in wanted:
+            stored[episode.constituency_id][episode.kind].append(episode)
 
+    # Where each (constituency, kind) is re-derived from, and each constituency's earliest.
     kind_window: dict[tuple[int, str], datetime | None] = {}
     window: dict[int, datetime | None] = dict.fromkeys(ids or (), since)
-    for (c, kind), episodes in stored.items():
-        start = None
-        if since is not None:
-            last_before = [e for e in episodes if e.last_hour < since][-1:]
-            reaching = [e for e in episodes if e.last_hour >= since][:1]
-            start = min([since, *(e.first_hour for e in last_before + reaching)])
-            window[c] = min(window[c], start)
-        kind_window[(c, kind)] = start
+    for c, by_kind in stored.items():
+        for kind, episodes in by_kind.items():
+            start = None
+            if since is not None:
+                last_before = [e for e in episodes if e.last_hour < since][-1:]
+                reaching = [e for e in episodes if e.last_hour >= since][:1]
+                start = min([since, *(e.first_hour for e in last_before + reaching)])
+                window[c] = min(window[c], start)
+            kind_window[(c, kind)] = start
 
-    region = _region(election_id, ids, window)
-    hours: dict[int, list[datetime]] = defaultdict(list)
-    for c, h in HourlyStats.objects.filter(region).values_list("constituency_id", "hour").order_by():
-        hours[c].append(h)
-    flagged: dict[tuple[int, str], dict[datetime, float | None]] = defaultdict(dict)
+    flagged: dict[int, dict[str, dict[datetime, float | None]]] = defaultdict(lambda: defaultdict(dict))
     for c, h, kind, details in (
-        Anomaly.objects.filter(region).values_list("constituency_id", "hour", "kind", "details").order_by()
+        Anomaly.objects.filter(_region(election_id, ids, window))
+        .values_list("constituency_id", "hour", "kind", "details")
+        .order_by()
     ):
-        start = kind_window.get((c, kind), window.get(c, since))
+        if wanted is not None and c not in wanted:
+            continue
+        start = kind_window.get((c, kind), window.get(c))
         if start is None or h >= start:
-            flagged[(c, kind)][h] = anomalies.magnitude(kind, details)
-            hours[c].append(h)  # never drop a flagged hour, even one without its row
+            flagged[c][kind][h] = anomalies.magnitude(kind, details)
+    # Only a constituency with a flag or a stored episode in its window can have an episode
+    # to write: most of a flush's constituencies have neither, and their hours are not read.
+    relevant = sorted(flagged.keys() | stored.keys())
+    if not relevant:
+        return []
+    hours: dict[int, set[datetime]] = defaultdict(set)
+    for c, h in (
+        HourlyStats.objects.filter(_region(election_id, relevant, {c: window.get(c) for c in relevant}))
+        .values_list("constituency_id", "hour")
+        .order_by()
+    ):
+        hours[c].add(h)
 
     deleted: list[Episode] = []
     updated: list[Episode] = []
     created: list[Episode] = []
     pending: list[tuple[str, Episode, dict | None]] = []
-    constituencies = set(window) | {c for c, _ in stored} | hours.keys()
-    for c in sorted(constituencies):
-        start_c = window.get(c, since)
-        series = sorted({h for h in hours.get(c, ()) if start_c is None or h >= start_c})
-        kinds = {k for cc, k in stored if cc == c} | {k for cc, k in flagged if cc == c}
-        for kind in sorted(kinds):
+    for c in relevant:
+        start_c = window.get(c)
+        # A flagged hour always counts as an hour with data, even should its row be missing.
+        series = sorted({h for h in hours[c] if start_c is None or h >= start_c}.union(*flagged[c].values()))
+        for kind in sorted(stored[c].keys() | flagged[c].keys()):
             start = kind_window.get((c, kind), start_c)
             in_window = series if start is None else [h for h in series if h >= start]
             derived = {
                 d.first_hour: d
-                for d in episodes_derive(
-                    in_window, flagged.get((c, kind), {}), kind=kind, weight=anomalies.weight(kind)
-                )
+                for d in episodes_derive(in_window, flagged[c][kind], kind=kind, weight=anomalies.weight(kind))
             }
-            before = {e.first_hour: e for e in stored.get((c, kind), ()) if start is None or e.first_hour >= start}
+            before = {e.first_hour: e for e in stored[c][kind] if start is None or e.first_hour >= start}
             for first_hour, episode in before.items():
                 if first_hour not in derived:
                     deleted.append(episode)
@@ -178,25 +190,29 @@ def episodes_refresh(
 
 
 def _region(election_id: int, ids: list[int] | None, window: dict[int, datetime | None]) -> Q:
-    """Rows of ``election_id`` that cover every constituency's window (a superset is fine:
-    the caller filters by window again)."""
+    """Rows of ``election_id`` that cover every given constituency's window (a superset is
+    fine: the caller filters again). Constituencies sharing a window share a clause; past
+    WINDOW_CLAUSES_MAX windows the smallest groups share the earliest of theirs."""
     q = Q(election_id=election_id)
     if ids is None:
         return q
     by_start: dict[datetime | None, list[int]] = defaultdict(list)
     for c, start in window.items():
         by_start[start].append(c)
-    if len(by_start) <= WINDOW_CLAUSES_MAX and len(ids) <= IN_LIST_MAX:
-        clauses = Q(pk__in=[])
-        for start, cs in by_start.items():
-            clause = Q(constituency_id__in=sorted(cs))
-            clauses |= clause if start is None else clause & Q(hour__gte=start)
-        return q & clauses
-    if len(ids) <= IN_LIST_MAX:
-        q &= Q(constituency_id__in=ids)
-    if None not in by_start:
-        q &= Q(hour__gte=min(by_start))
-    return q
+    groups = sorted(by_start.items(), key=lambda group: -len(group[1]))
+    if len(groups) > WINDOW_CLAUSES_MAX:
+        head, rest = groups[: WINDOW_CLAUSES_MAX - 1], groups[WINDOW_CLAUSES_MAX - 1 :]
+        starts = [start for start, _ in rest]
+        groups = [*head, (None if None in starts else min(starts), [c for _, cs in rest for c in cs])]
+    clauses = Q(pk__in=[])
+    for start, cs in groups:
+        clause = Q(constituency_id__in=sorted(cs)) if len(cs) <= IN_LIST_MAX else Q()
+        if start is not None:
+            clause &= Q(hour__gte=start)
+        if not clause:
+            return q  # every row of the election
+        clauses |= clause
+    return q & clauses
 
 
 def _assign(episode: Episode, derived: DerivedEpisode) -> None:

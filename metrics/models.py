@@ -157,7 +157,7 @@ class EpisodeEvent(models.Model):
     Written in the same database transaction as the episode change it records, so an
     event is never lost to a crash between the two nor recorded for a change that rolled
     back. ``payload`` holds the episode's fields at the event: a withdrawn episode's row is
-    gone, its event is not. See docs/METRICS.md for how merges and splits map to events.
+    gone, its event is not. See docs/EPISODES.md for how merges and splits map to events.
     """
 
     election = models.ForeignKey(Election, on_delete=models.CASCADE, related_name="+", db_index=False)

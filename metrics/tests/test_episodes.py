@@ -1,12 +1,12 @@
 """metrics.episodes: episodes follow every correction, and each change of state records one
-event in the same transaction (docs/METRICS.md, "Episodes")."""
+event in the same transaction (docs/EPISODES.md)."""
 
 import logging
 from datetime import timedelta
 
 import pytest
 
-from metrics import aggregation
+from metrics import aggregation, episodes
 from metrics.aggregation import Scope, metrics_recompute
 from metrics.events import episode_events_recorded
 from metrics.models import Episode, EpisodeEvent
@@ -203,3 +203,25 @@ def test_a_constituency_score_counts_episodes_not_hours(watched):
     watched.flush()
     constituency = watched.t.election.constituencies.get()
     assert (constituency.total_anomalies, constituency.anomaly_score) == (4, 25.92)
+
+
+@pytest.mark.parametrize(("in_list_max", "clauses_max"), [(1, 1), (2, 2), (200, 20)])
+def test_windows_read_in_shared_clauses_give_the_same_episodes(monkeypatch, in_list_max, clauses_max):
+    """Many constituencies with episodes starting at different hours: read through one
+    clause per window, through merged windows, or through the election's rows alike."""
+    monkeypatch.setattr(episodes, "IN_LIST_MAX", in_list_max)
+    monkeypatch.setattr(episodes, "WINDOW_CLAUSES_MAX", clauses_max)
+    t = tracked(voters=(1000,) * 6, hours=24)
+    w = Watched(t, T0 + 30 * HOUR)
+    for i in range(6):
+        t.add(i, BULLETIN, at(0), n=3)
+        t.add(i, VOTE, at(i), n=4)  # flagged from hour i on: one open episode each
+        t.add(i, BULLETIN, at(i + 1))
+    assert len(w.flush()) >= 6
+    for i in range(6):
+        t.add(i, BULLETIN, at(8), n=2 + i % 3)  # some clear at hour 8, some stay flagged
+        t.add(i, VOTE, at(8))
+    w.flush()
+    t.add(2, BULLETIN, at(1), n=3)  # a late correction before the others' windows
+    t.add(4, VOTE, at(9), n=5)
+    w.flush()
