@@ -18,15 +18,41 @@ from alerts.models import AlertChannel
 from elections.tests.factories import VOTING_STARTS, ConstituencyFactory, ElectionFactory
 from metrics.models import EpisodeEvent
 
-# The real worker and its helpers, shared with the metrics tests.
+# The real worker's helpers, shared with the metrics tests.
 from metrics.tests.conftest import (  # noqa: F401 - fixtures
+    WorkerProcess,
     _worker_tests_need_services,
     poll,
-    worker,
-    worker_process,
+    require_worker_environment,
+    test_database_url,
 )
 
 SECRET = "receiver-test-secret-0123456789"
+
+
+@pytest.fixture
+def worker(django_db_setup, django_db_blocker, tmp_path):
+    """A real worker of its own for each test, and the only one running.
+
+    Subtle: the metrics tests' session worker has the same node name and consumes the same
+    queue; two workers would share the deliveries (and a kill -9 would hit only one). It is
+    shut down first; the metrics fixture restarts it when its tests need it again.
+    """
+    require_worker_environment()
+    with django_db_blocker.unblock():
+        process = WorkerProcess(test_database_url(), tmp_path / "worker.log")
+    deadline = time.monotonic() + 30
+    while process.app.control.ping(destination=[process.name], timeout=0.5):
+        process.app.control.broadcast("shutdown", destination=[process.name])
+        if time.monotonic() > deadline:
+            raise AssertionError("the metrics tests' worker did not shut down")
+    process.start()
+    process.purge()
+    yield process
+    if process.alive:
+        process.wait_idle()
+    process.purge()
+    process.stop()
 
 
 @dataclass
