@@ -200,7 +200,14 @@ def election_purge(*, codes=None, ids=None) -> None:
         if not ids:
             return
         with transaction.atomic():
-            for table in ("metrics_dirtybucket", "metrics_anomaly", "metrics_hourlystats", "elections_transaction"):
+            for table in (
+                "metrics_dirtybucket",
+                "metrics_episodeevent",
+                "metrics_episode",
+                "metrics_anomaly",
+                "metrics_hourlystats",
+                "elections_transaction",
+            ):
                 cursor.execute(f"DELETE FROM {table} WHERE election_id = ANY(%s)", [ids])
             cursor.execute("DELETE FROM elections_constituency WHERE election_id = ANY(%s)", [ids])
             cursor.execute("DELETE FROM elections_election WHERE id = ANY(%s)", [ids])

@@ -37,7 +37,14 @@ def variant_path(source: Path, tag: str, *, skip_header: bool) -> Path:
 def election_rows_delete(election_id: int) -> None:
     """Empty the ingest election between measurements (set-based; untimed)."""
     with connection.cursor() as cursor:
-        for table in ("metrics_dirtybucket", "metrics_anomaly", "metrics_hourlystats", "elections_transaction"):
+        for table in (
+            "metrics_dirtybucket",
+            "metrics_episodeevent",
+            "metrics_episode",
+            "metrics_anomaly",
+            "metrics_hourlystats",
+            "elections_transaction",
+        ):
             cursor.execute(f"DELETE FROM {table} WHERE election_id = %s", [election_id])
 
 

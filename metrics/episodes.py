@@ -3,16 +3,16 @@ and the events alerts deliver when one opens, closes or is withdrawn (SPEC secti
 
 Episodes are re-derived from the stored Anomaly and HourlyStats rows inside the recompute
 that changed them, under its election lock, and written with their events in the same
-database transaction. How merges, splits and corrections map to events: docs/EPISODES.md.
+database transaction. How merges, splits and corrections map to events: docs/METRICS.md#episode-events.
 """
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from django.db.models import Q
-
+from election_monitor import bulk_sql
 from metrics import anomalies
 from metrics.events import episode_events_announce
 from metrics.models import Anomaly, Episode, EpisodeEvent, EpisodeEventKind, HourlyStats
@@ -21,8 +21,39 @@ from metrics.models import Anomaly, Episode, EpisodeEvent, EpisodeEventKind, Hou
 # of one clause per window; past IN_LIST_MAX ids, the election's index beats an IN list.
 WINDOW_CLAUSES_MAX = 20
 IN_LIST_MAX = 200
-UPDATE_BATCH = 500
 EPISODE_FIELDS = ("last_hour", "hours", "peak", "open", "weight")
+
+
+@dataclass(slots=True)
+class StoredEpisode:
+    """A stored episode's row, without a model instance: a busy flush reads hundreds, and
+    building model instances was most of the upkeep's time (docs/PERFORMANCE.md)."""
+
+    id: int
+    election_id: int
+    constituency_id: int
+    kind: str
+    first_hour: datetime
+    last_hour: datetime
+    hours: int
+    peak: float | None
+    open: bool
+    weight: float
+    updated_at: datetime | None = None
+
+
+STORED_COLUMNS = (
+    "id",
+    "election_id",
+    "constituency_id",
+    "kind",
+    "first_hour",
+    "last_hour",
+    "hours",
+    "peak",
+    "open",
+    "weight",
+)
 
 
 @dataclass(slots=True)
@@ -79,13 +110,13 @@ def episodes_refresh(
     if ids is None:
         since = None
     stored_rows = Episode.objects.filter(election_id=election_id)
-    if ids is not None and len(ids) <= IN_LIST_MAX:
-        stored_rows = stored_rows.filter(constituency_id__in=ids)
+    if ids is not None:
+        stored_rows = stored_rows.filter(bulk_sql.ids_in(ids))
     wanted = None if ids is None else set(ids)
-    stored: dict[int, dict[str, list[Episode]]] = defaultdict(lambda: defaultdict(list))
-    for episode in stored_rows.order_by("first_hour"):
-        if wanted is None or episode.constituency_id in wanted:
-            stored[episode.constituency_id][episode.kind].append(episode)
+    stored: dict[int, dict[str, list[StoredEpisode]]] = defaultdict(lambda: defaultdict(list))
+    for row in stored_rows.order_by("first_hour").values_list(*STORED_COLUMNS):
+        episode = StoredEpisode(*row)
+        stored[episode.constituency_id][episode.kind].append(episode)
 
     # Where each (constituency, kind) is re-derived from, and each constituency's earliest.
     kind_window: dict[tuple[int, str], datetime | None] = {}
@@ -101,15 +132,15 @@ def episodes_refresh(
             kind_window[(c, kind)] = start
 
     flagged: dict[int, dict[str, dict[datetime, float | None]]] = defaultdict(lambda: defaultdict(dict))
-    for c, h, kind, details in (
-        Anomaly.objects.filter(_region(election_id, ids, window))
-        .values_list("constituency_id", "hour", "kind", "details")
-        .order_by()
-    ):
+    every = ids is None  # the whole election: every row, no windows
+    anomaly_fields = ("constituency_id", "hour", "kind", "details")
+    for c, h, kind, details in _rows_in_windows(Anomaly, anomaly_fields, election_id, None if every else window):
         if wanted is not None and c not in wanted:
             continue
         start = kind_window.get((c, kind), window.get(c))
         if start is None or h >= start:
+            if isinstance(details, str):  # a raw read leaves decoding JSON to the caller
+                details = json.loads(details)
             flagged[c][kind][h] = anomalies.magnitude(kind, details)
     # Only a constituency with a flag or a stored episode in its window can have an episode
     # to write: most of a flush's constituencies have neither, and their hours are not read.
@@ -117,15 +148,13 @@ def episodes_refresh(
     if not relevant:
         return []
     hours: dict[int, set[datetime]] = defaultdict(set)
-    for c, h in (
-        HourlyStats.objects.filter(_region(election_id, relevant, {c: window.get(c) for c in relevant}))
-        .values_list("constituency_id", "hour")
-        .order_by()
+    for c, h in _rows_in_windows(
+        HourlyStats, ("constituency_id", "hour"), election_id, None if every else {c: window[c] for c in relevant}
     ):
         hours[c].add(h)
 
-    deleted: list[Episode] = []
-    updated: list[Episode] = []
+    deleted: list[StoredEpisode] = []
+    updated: list[StoredEpisode] = []
     created: list[Episode] = []
     pending: list[tuple[str, Episode, dict | None]] = []
     for c in relevant:
@@ -168,7 +197,11 @@ def episodes_refresh(
     if deleted:
         Episode.objects.filter(id__in=[e.id for e in deleted]).delete()
     if updated:
-        Episode.objects.bulk_update(updated, [*EPISODE_FIELDS, "updated_at"], batch_size=UPDATE_BATCH)
+        # Subtle: an open cumulative episode's peak moves at nearly every flush, so a busy
+        # flush updates hundreds of episodes; rows_update is linear where bulk_update's CASE
+        # per row is quadratic (docs/PERFORMANCE.md).
+        fields = [*EPISODE_FIELDS, "updated_at"]
+        bulk_sql.rows_update(Episode, fields, [(e.id, *(getattr(e, name) for name in fields)) for e in updated])
     if created:
         Episode.objects.bulk_create(created)
     events = [
@@ -189,38 +222,27 @@ def episodes_refresh(
     return events
 
 
-def _region(election_id: int, ids: list[int] | None, window: dict[int, datetime | None]) -> Q:
-    """Rows of ``election_id`` that cover every given constituency's window (a superset is
-    fine: the caller filters again). Constituencies sharing a window share a clause; past
-    WINDOW_CLAUSES_MAX windows the smallest groups share the earliest of theirs."""
-    q = Q(election_id=election_id)
-    if ids is None:
-        return q
-    by_start: dict[datetime | None, list[int]] = defaultdict(list)
-    for c, start in window.items():
-        by_start[start].append(c)
-    groups = sorted(by_start.items(), key=lambda group: -len(group[1]))
-    if len(groups) > WINDOW_CLAUSES_MAX:
-        head, rest = groups[: WINDOW_CLAUSES_MAX - 1], groups[WINDOW_CLAUSES_MAX - 1 :]
-        starts = [start for start, _ in rest]
-        groups = [*head, (None if None in starts else min(starts), [c for _, cs in rest for c in cs])]
-    clauses = Q(pk__in=[])
-    for start, cs in groups:
-        clause = Q(constituency_id__in=sorted(cs)) if len(cs) <= IN_LIST_MAX else Q()
-        if start is not None:
-            clause &= Q(hour__gte=start)
-        if not clause:
-            return q  # every row of the election
-        clauses |= clause
-    return q & clauses
+def _rows_in_windows(model, fields, election_id: int, window: dict[int, datetime | None] | None) -> list[tuple]:
+    """``fields`` of the election's rows (Anomaly or HourlyStats) in each constituency's window;
+    ``window`` None: every row of the election. May return more: callers filter again."""
+    if window is None:
+        return list(model.objects.filter(election_id=election_id).values_list(*fields).order_by())
+    return bulk_sql.rows_from_starts(
+        model,
+        fields,
+        window,
+        where={"election_id": election_id},
+        clauses_max=WINDOW_CLAUSES_MAX,
+        in_list_max=IN_LIST_MAX,
+    )
 
 
-def _assign(episode: Episode, derived: DerivedEpisode) -> None:
+def _assign(episode: Episode | StoredEpisode, derived: DerivedEpisode) -> None:
     for name in EPISODE_FIELDS:
         setattr(episode, name, getattr(derived, name))
 
 
-def _payload(episode: Episode) -> dict:
+def _payload(episode: Episode | StoredEpisode) -> dict:
     """The episode's fields as the API shows them (times in UTC, ISO 8601)."""
     return {
         "id": episode.id,

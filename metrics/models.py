@@ -157,7 +157,7 @@ class EpisodeEvent(models.Model):
     Written in the same database transaction as the episode change it records, so an
     event is never lost to a crash between the two nor recorded for a change that rolled
     back. ``payload`` holds the episode's fields at the event: a withdrawn episode's row is
-    gone, its event is not. See docs/EPISODES.md for how merges and splits map to events.
+    gone, its event is not. See docs/METRICS.md#episode-events for how merges and splits map to events.
     """
 
     election = models.ForeignKey(Election, on_delete=models.CASCADE, related_name="+", db_index=False)
@@ -208,3 +208,19 @@ class DirtyBucket(models.Model):
     def __str__(self) -> str:
         scope = "whole election" if self.constituency_id is None else f"constituency {self.constituency_id}"
         return f"election {self.election_id}, {scope}, {self.hour.isoformat() if self.hour else 'every hour'}"
+
+
+class MetricsVersion(models.Model):
+    """How many times an election's figures have been recomputed: the version cached reads
+    are checked against (metrics/cache.py).
+
+    Written by every recompute in its own database transaction, so a reader in any process
+    sees a new version exactly when the figures it stands for are committed, even if every
+    cache write around it failed.
+    """
+
+    election = models.OneToOneField(Election, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    version = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"election {self.election_id} v{self.version}"

@@ -1,5 +1,5 @@
 """metrics.episodes: episodes follow every correction, and each change of state records one
-event in the same transaction (docs/EPISODES.md)."""
+event in the same transaction (docs/METRICS.md#episode-events)."""
 
 import logging
 from datetime import timedelta
