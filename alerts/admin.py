@@ -5,7 +5,7 @@ from django import forms
 from django.contrib import admin
 
 from alerts.models import AlertChannel, AlertDelivery, AlertEventType, AlertMessage
-from election_monitor.admin_utils import LargeTableAdmin
+from elections.admin_utils import LargeTableAdmin
 from metrics.models import AnomalyKind
 
 

@@ -1,4 +1,4 @@
-"""Load a realistic election straight into PostgreSQL with COPY (issue 6, item 1).
+"""Load a realistic election straight into PostgreSQL with COPY (docs/PERFORMANCE.md, item 1).
 
 The election runs 3 days (Moscow's remote-voting shape: a continuous window from 08:00 on
 day 1 to 20:00 on day 3, local time) with a daily curve: quiet nights, a late-morning peak and

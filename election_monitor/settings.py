@@ -230,7 +230,7 @@ ELECTION_GRACE_PERIOD_HOURS = float(os.environ.get("ELECTION_GRACE_PERIOD_HOURS"
 # POST /api/transactions/ accepts lists up to this size.
 INGEST_MAX_BATCH = int(os.environ.get("INGEST_MAX_BATCH", "10000"))
 
-# Anomaly rules of SPEC section 4: weights and thresholds.
+# Anomaly rules (docs/METRICS.md#anomaly-rules): weights and thresholds.
 ANOMALY_WEIGHTS = {
     "turnout_over_100": float(os.environ.get("ANOMALY_WEIGHT_TURNOUT_OVER_100", "5")),
     "votes_exceed_bulletins": float(os.environ.get("ANOMALY_WEIGHT_VOTES_EXCEED_BULLETINS", "3")),

@@ -1,4 +1,4 @@
-"""File imports (SPEC section 8): stream CSV / JSON Lines files into the ingest services.
+"""File imports (README, Management commands): stream CSV / JSON Lines files into the ingest services.
 
 Files are read line by line in binary and decoded per line, so a bad byte, a bad field or a
 wrong column count rejects that one line (with its number) and never the file; only a
@@ -18,13 +18,15 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from django.db import connection, connections
 
-from elections.models import Constituency, Election
+from elections.models import Constituency, Election, IngestSource
 from elections.services import (
     IngestResult,
+    Origin,
     RowError,
     TransactionRow,
     constituencies_upsert,
@@ -192,7 +194,8 @@ def _jsonl_records(source: _Source) -> Iterator:
 class TransactionImportReport:
     read: int = 0  # data lines (blank lines are not counted)
     created: int = 0
-    duplicates: int = 0  # already stored, or repeated in the file
+    duplicates: int = 0  # already stored, or repeated in the file, with the same content
+    conflicts: int = 0  # already stored, or earlier in the file, with other content: not stored
     rejected: int = 0
     ignored_columns: list[str] = field(default_factory=list)
 
@@ -239,6 +242,9 @@ def transactions_import(
     ``on_progress(position, size)`` reports bytes of the file on disk.
     """
     fmt, gzipped = file_format_detect(path, fmt)
+    if election.certified_at is not None:
+        raise ImportFileError(f"Election {election.code} is certified: its data can no longer change.")
+    origin = Origin(IngestSource.IMPORT, user=None, label=path.name)
     lookup = constituency_lookup_by_code(election=election)
     accepted_elections = {election.code, str(election.id)}
     report = TransactionImportReport()
@@ -251,12 +257,16 @@ def transactions_import(
         else:
             records = _jsonl_records(source)
 
-        def stored(result: IngestResult) -> None:
+        def stored(result: IngestResult, lines: list[int]) -> None:
             report.created += result.created
             report.duplicates += result.duplicates
+            report.conflicts += len(result.conflicts)
+            for conflict in result.conflicts:
+                on_rejected(lines[conflict.index], printable(f"conflict: {conflict.message()}"))
 
-        writer = _BatchWriter(on_stored=stored)
+        writer = _BatchWriter(on_stored=stored, origin=origin)
         rows: list[TransactionRow] = []
+        lines: list[int] = []
         failed = True
         try:
             for line, record in records:
@@ -270,17 +280,18 @@ def transactions_import(
                     if claimed not in (None, "") and str(claimed).strip() not in accepted_elections:
                         raise _BadLine(f"election: '{claimed}' is not the election being imported ({election.code}).")
                     rows.append(transaction_row_parse(record, constituency_lookup=lookup, election_id=election.id))
+                    lines.append(line)
                 except (_BadLine, RowError) as error:
                     report.rejected += 1
                     on_rejected(line, printable(error.reason if isinstance(error, _BadLine) else str(error)))
                     continue
                 if len(rows) >= batch_size:
-                    writer.submit(rows)
-                    rows = []
+                    writer.submit(rows, lines)
+                    rows, lines = [], []
                     if on_progress:
                         on_progress(source.position(), source.size)
             if rows:
-                writer.submit(rows)
+                writer.submit(rows, lines)
             failed = False
         finally:
             writer.close(raise_errors=not failed)
@@ -300,23 +311,25 @@ class _BatchWriter:
     At most one batch is in flight, so memory stays at about two batches.
     """
 
-    def __init__(self, *, on_stored: Callable[[IngestResult], None]):
+    def __init__(self, *, on_stored: Callable[[IngestResult, list[int]], None], origin: Origin):
         self.on_stored = on_stored
+        self.origin = origin
         overlap = connection.vendor == "postgresql" and not connection.in_atomic_block
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-ingest") if overlap else None
         self.pending: Future | None = None
 
-    def submit(self, rows: list[TransactionRow]) -> None:
+    def submit(self, rows: list[TransactionRow], lines: list[int]) -> None:
+        store = partial(transactions_ingest, rows=rows, origin=self.origin, conflicts="count")
         if self.pool is None:
-            self.on_stored(transactions_ingest(rows=rows))
+            self.on_stored(store(), lines)
             return
         self._wait()
-        self.pending = self.pool.submit(transactions_ingest, rows=rows)
+        self.pending, self.pending_lines = self.pool.submit(store), lines
 
     def _wait(self) -> None:
         if self.pending is not None:
             pending, self.pending = self.pending, None
-            self.on_stored(pending.result())
+            self.on_stored(pending.result(), self.pending_lines)
 
     def close(self, *, raise_errors: bool) -> None:
         """Wait for the batch in flight (its counts matter to the flush) and close the

@@ -1,4 +1,4 @@
-"""Hour, day, week and month buckets in an election's own timezone (SPEC section 4).
+"""Hour, day, week and month buckets in an election's own timezone (docs/METRICS.md#hour-buckets-and-periods).
 
 Subtle: a bucket is identified by its *instant*, not by its local wall-clock label. On a
 fall-back night the two local 01:00 hours are different instants, so they are two buckets;

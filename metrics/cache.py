@@ -1,4 +1,4 @@
-"""Every metrics cache key, TTL and invalidation lives here (SPEC sections 6 and 10).
+"""Every metrics cache key, TTL and invalidation lives here (README, "How it stays correct").
 
 Invalidation is O(1) per election and anchored in the database: each election has a
 version (metrics.models.MetricsVersion) that every recompute raises inside its own

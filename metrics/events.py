@@ -1,4 +1,5 @@
-"""The signal that episode events were recorded, for the apps that act on them (alerts).
+"""Signals the metrics app sends to the apps above it (alerts), after commit: that episode
+events were recorded, and that a verification repaired a settled election.
 
 Sent once per recompute that recorded at least one event, after its database transaction
 committed, so a receiver never looks for an event that is not there yet nor acts on one
@@ -35,3 +36,8 @@ def _send(election_id: int, event_ids: list[int]) -> None:
     ):
         if isinstance(result, Exception):
             logger.error("episode_events_recorded receiver %r failed", receiver, exc_info=result)
+
+
+# Sent after a verification repaired a settled election, with ``election_id`` and
+# ``drift_check_id`` (metrics.models.DriftCheck).
+drift_repaired = Signal()

@@ -1,4 +1,4 @@
-"""Read side of the metrics: the queries behind every read endpoint (SPEC section 7).
+"""Read side of the metrics: the queries behind every read endpoint (README, HTTP API).
 
 Constituency figures are the metric fields the calculator (metrics.aggregation) stores on
 Constituency; election and dashboard figures are sums over those; per-hour curves,
@@ -10,6 +10,7 @@ election's versioned key, so a recompute makes them fresh at once, and a cache h
 no query at all (constituency reads find their election through the cache too).
 """
 
+import hashlib
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -369,10 +370,54 @@ def _elections_metrics(elections: list[Election], now: datetime, *, with_turnout
                 "constituency_count": row.get("count") or 0,
                 "constituencies_with_anomalies": row.get("flagged") or 0,
                 "hourly_turnout": turnout,
+                "certified_at": election.certified_at,
+                "snapshot_sha256": election_snapshot_sha256_get(election_id=election.id)
+                if election.certified_at
+                else None,
                 "computed_at": now,
             }
         )
     return results
+
+
+def election_snapshot_sha256(*, election_id: int) -> str:
+    """SHA-256 of the canonical text of an election's figures: anyone can recompute it from
+    the API (README, "Certification": the procedure; a test does exactly that).
+
+    The text is two sections of comma-separated integers, one line per row, each line
+    ending in a newline: ``hourly_stats`` then one line per hourly row ordered by hour then
+    constituency (constituency_id, hour as Unix seconds, bulletins_issued, votes_cast,
+    transaction_count); ``constituencies`` then one line per constituency ordered by id
+    (constituency_id, registered_voters, total_bulletins_issued, total_votes_cast,
+    total_transactions). Integers only: every rate is a function of them, and integers
+    print the same in every language."""
+    digest = hashlib.sha256(b"hourly_stats\n")
+    rows = (
+        HourlyStats.objects.filter(election_id=election_id)
+        .order_by("hour", "constituency_id")
+        .values_list("constituency_id", "hour", "bulletins_issued", "votes_cast", "transaction_count")
+    )
+    for constituency_id, hour, bulletins, votes, count in rows.iterator(chunk_size=5000):
+        digest.update(f"{constituency_id},{int(hour.timestamp())},{bulletins},{votes},{count}\n".encode())
+    digest.update(b"constituencies\n")
+    for row in (
+        Constituency.objects.filter(election_id=election_id)
+        .order_by("id")
+        .values_list("id", "registered_voters", "total_bulletins_issued", "total_votes_cast", "total_transactions")
+        .iterator(chunk_size=5000)
+    ):
+        digest.update((",".join(map(str, row)) + "\n").encode())
+    return digest.hexdigest()
+
+
+def election_snapshot_sha256_get(*, election_id: int) -> str:
+    """The snapshot hash, computed once per version of the election's figures."""
+    return metrics_cache.election_read(
+        election_id,
+        "snapshot",
+        lambda: election_snapshot_sha256(election_id=election_id),
+        metrics_cache.ttl_for("closed"),
+    ).value
 
 
 def _rate(votes: int, registered: int) -> float:

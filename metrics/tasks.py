@@ -87,6 +87,19 @@ def sweep_active_elections() -> list[dict]:
     return pipeline.active_elections_sweep()
 
 
+@shared_task(name="metrics.verify_settled_elections", expires=23 * 3600, **RETRY)
+def verify_settled_elections() -> list[dict]:
+    checks = pipeline.settled_elections_verify()
+    return [
+        {
+            "election_id": c.election_id,
+            "repaired_buckets": c.repaired_buckets,
+            "repaired_constituencies": c.repaired_constituencies,
+        }
+        for c in checks
+    ]
+
+
 @shared_task(name="metrics.recompute_election", **RETRY)
 def recompute_election(
     election_id: int, constituency_id: int | None = None, since: str | None = None, until: str | None = None

@@ -59,7 +59,7 @@ def test_csv_import_stores_every_line_with_its_hour(tmp_path, election, constitu
     # Moscow is UTC+3 all year: the local hour 08:00 starts at 05:00 UTC.
     assert Transaction.objects.get(tx_hash="h2").hour == datetime(2024, 9, 6, 5, 0, tzinfo=utc)
     assert all(t.election_id == election.id for t in Transaction.objects.all())
-    assert "read 3, created 3, duplicates 0, rejected 0" in out
+    assert "read 3, created 3, duplicates 0, conflicts 0, rejected 0" in out
     assert err == ""
 
 
@@ -89,7 +89,7 @@ def test_json_lines_import_stores_every_line(tmp_path, election, constituencies,
 
     assert {t[0] for t in _stored()} == {"j1", "j2", "j3"}
     assert Transaction.objects.get(tx_hash="j2").block_number == 5
-    assert "read 3, created 3, duplicates 0, rejected 0" in out
+    assert "read 3, created 3, duplicates 0, conflicts 0, rejected 0" in out
     assert err == ""
 
 
@@ -134,7 +134,7 @@ def test_each_bad_line_is_reported_with_its_number_and_reason_and_the_rest_is_st
     assert by_line[9] == "line 9: constituency: Constituency elsewhere belongs to another election."
     assert by_line[10] == "line 10: expected 5 fields as in the header, got 3"
     assert by_line[13] == "line 13: expected 5 fields as in the header, got 6"
-    assert "read 11, created 2, duplicates 0, rejected 9" in out
+    assert "read 11, created 2, duplicates 0, conflicts 0, rejected 9" in out
 
 
 def test_bad_json_lines_are_reported(tmp_path, election, constituencies):
@@ -167,7 +167,7 @@ def test_bad_json_lines_are_reported(tmp_path, election, constituencies):
     assert "line 4: election: 'another' is not the election being imported (test-election)." in err
     assert "line 5: timestamp:" in err
     assert "has no UTC offset" in err
-    assert "read 6, created 1, duplicates 0, rejected 5" in out
+    assert "read 6, created 1, duplicates 0, conflicts 0, rejected 5" in out
 
 
 def test_bytes_that_are_not_utf8_reject_only_their_line(tmp_path, election, constituencies):
@@ -197,7 +197,7 @@ def test_duplicates_in_the_file_and_already_stored_are_counted_not_stored_twice(
     a = constituencies[0]
     TransactionFactory(tx_hash="old", constituency=a, kind="bulletin_issued", timestamp=_ts(election, 5))
     lines = [HEADER] + [
-        f"old,{a.code},vote_cast,2024-09-06T05:00:00Z,",  # already stored (and different: the first wins)
+        f"old,{a.code},vote_cast,2024-09-06T05:00:00Z,",  # already stored with another kind: a conflict
         f"new,{a.code},vote_cast,2024-09-06T05:00:00Z,",
         f"new,{a.code},vote_cast,2024-09-06T05:00:00Z,",  # repeated in the same batch
         f"x1,{a.code},vote_cast,2024-09-06T05:00:00Z,",
@@ -208,7 +208,7 @@ def test_duplicates_in_the_file_and_already_stored_are_counted_not_stored_twice(
 
     assert Transaction.objects.count() == 4
     assert Transaction.objects.get(tx_hash="old").kind == "bulletin_issued"
-    assert "read 6, created 3, duplicates 3, rejected 0" in out
+    assert "read 6, created 3, duplicates 2, conflicts 1, rejected 0" in out
 
 
 def test_running_the_same_import_again_changes_nothing(
@@ -233,7 +233,7 @@ def test_running_the_same_import_again_changes_nothing(
         _stored(),
         set(HourlyStats.objects.values_list("constituency_id", "hour", "votes_cast", "bulletins_issued")),
     ) == first
-    assert "read 20, created 0, duplicates 20, rejected 0" in out
+    assert "read 20, created 0, duplicates 20, conflicts 0, rejected 0" in out
 
 
 def test_each_batch_leaves_durable_dirty_marks_and_the_first_flush_consumes_them(
@@ -274,14 +274,15 @@ def test_metrics_after_the_import_match_the_reference(tmp_path, django_capture_o
         rows.append((f"s{i}", burst, "vote_cast", election.starts_at + timedelta(hours=3, minutes=i)))
     for i in range(70):  # turnout over 100 % and votes exceeding bulletins
         rows.append((f"o{i}", constituencies[6], "vote_cast", election.starts_at + timedelta(hours=5, seconds=i)))
-    rows.append(("m3", constituencies[0], "vote_cast", election.starts_at))  # a duplicate: the first one counts
+    # A resend of a hash with other content: a conflict, reported; the first one counts.
+    rows.append(("m3", constituencies[0], "vote_cast", election.starts_at))
     rng.shuffle(rows)
     text = HEADER + "\n" + "".join(f"{h},{c.code},{k},{ts.isoformat()},\n" for h, c, k, ts in rows)
 
     with django_capture_on_commit_callbacks(execute=True):
         out, err = _import(_write(tmp_path / "tx.csv", text), "--batch-size", "97", election=election.code)
-    assert "rejected 0" in out
-    assert err == ""
+    assert "conflicts 1, rejected 0" in out
+    assert err.count("conflict: tx_hash 'm3' is already stored with another") == 1
 
     ref_election = reference.RefElection(
         tz=election.timezone,
@@ -376,7 +377,7 @@ def test_a_corrupt_gzip_stream_stops_the_import_keeping_the_stored_batches_and_t
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_command_run_outside_any_transaction_stores_batches_while_parsing_and_flushes_once(tmp_path):
+def test_a_command_run_outside_any_transaction_stores_batches_while_parsing_and_leaves_no_mark(tmp_path):
     # In autocommit, as in a real command run, PostgreSQL stores each batch on a second
     # connection while the next is parsed; the result must be the same as inline.
     election = ElectionFactory(code="autocommit-election")
@@ -388,13 +389,13 @@ def test_a_command_run_outside_any_transaction_stores_batches_while_parsing_and_
             f"2024-09-06T{5 + i % 9:02d}:{i % 60:02d}:00Z,{i}"
             for i in range(2500)
         ]
-        + [f"a00001,{constituencies[0].code},vote_cast,2024-09-06T05:00:00Z,", "bad,line"]
+        + [f"a00001,{constituencies[1].code},vote_cast,2024-09-06T06:01:00Z,1", "bad,line"]  # a resend
     )
     out, err = _import(
         _write(tmp_path / "tx.csv", "\n".join(lines) + "\n"), "--batch-size", "300", election=election.code
     )
 
-    assert "read 2502, created 2500, duplicates 1, rejected 1" in out
+    assert "read 2502, created 2500, duplicates 1, conflicts 0, rejected 1" in out
     assert Transaction.objects.filter(election=election).count() == 2500
     assert not DirtyBucket.objects.exists()
     assert sum(HourlyStats.objects.filter(election=election).values_list("transaction_count", flat=True)) == 2500

@@ -152,8 +152,7 @@ class ReadView(APIView):
     def represent(self, cached: CachedRead, serializer_class) -> Response:
         """The serialized form of a cached value, serialized once per process: the value's
         ETag names exactly one computation, so its representation never changes. Serializing
-        on every hit was most of a cached read's cost (bench, issue 6: 15 ms of the election
-        metrics' 15.4 ms in-process became 6 ms)."""
+        on every hit was most of a cached read's cost (docs/PERFORMANCE.md, cached reads)."""
         key = (serializer_class, cached.etag)
         representation = _REPRESENTATIONS.get(key)
         if representation is None:
