@@ -1,7 +1,10 @@
 """Alerts: which deliveries exist (dispatch), and one attempt at sending each (delivery).
 
 The guarantees and what happens when a worker dies at each step are in the README's
-"Alerts" section. In short: a delivery row per (event, channel), created once by a
+"Alerts" section. Nothing here queues a task: the functions return the delivery ids to
+queue, and the doors (alerts.tasks, alerts.signals, alerts.notify) queue them.
+
+In short: a delivery row per (event, channel), created once by a
 conflict-ignoring insert; a worker sends only after claiming the row with a conditional
 UPDATE; a recovery job on the beat finds what a dead process left behind.
 """
@@ -65,9 +68,10 @@ def alert_channels_enabled(*, election_ids: Iterable[int]) -> list[AlertChannel]
 
 
 def episode_events_dispatch(*, event_ids: Iterable[int]) -> list[int]:
-    """Create the deliveries of each event to each matching channel, once, and queue them
-    after commit. Safe to run twice and concurrently: returns the ids of the deliveries this
-    call created (a concurrent or earlier call's are not created again, nor queued again)."""
+    """Create the deliveries of each event to each matching channel, once. Safe to run twice
+    and concurrently: returns the ids of the deliveries this call created, which the caller
+    queues (alerts.tasks.deliveries_queue_on_commit); a concurrent or earlier call's are not
+    created again, so nobody queues them twice."""
     ids = sorted(set(event_ids))
     created: list[int] = []
     for start in range(0, len(ids), DISPATCH_CHUNK):
@@ -86,16 +90,14 @@ def episode_events_dispatch(*, event_ids: Iterable[int]) -> list[int]:
             DispatchedEvent.objects.bulk_create(
                 [DispatchedEvent(event_id=event_id) for event_id, *_ in events], ignore_conflicts=True
             )
-            _queue_on_commit(new_ids)
         created.extend(new_ids)
     return created
 
 
-def alert_send(*, election_id: int | None, subject: str, body: dict) -> AlertMessage:
-    """Alert every enabled channel of the election (and the global ones; only the global
-    ones when ``election_id`` is None) with a message, e.g. the drift verification's repairs.
-    Delivered and recorded like episode events; inside a transaction, nothing is sent unless
-    it commits."""
+def alert_message_create(*, election_id: int | None, subject: str, body: dict) -> tuple[AlertMessage, list[int]]:
+    """A message and its deliveries to every enabled channel of the election and the global
+    ones (only the global ones when ``election_id`` is None); returns the message and the
+    ids of its deliveries, for the caller to queue (alerts.notify.alert_send does both)."""
     with transaction.atomic():
         message = AlertMessage.objects.create(election_id=election_id, subject=subject[:200], body=body)
         channels = alert_channels_enabled(election_ids=[] if election_id is None else [election_id])
@@ -105,8 +107,7 @@ def alert_send(*, election_id: int | None, subject: str, body: dict) -> AlertMes
             if channel.election_id in (None, election_id)
             and channel.accepts(event_type=AlertEventType.MESSAGE, anomaly_kind=None)
         ]
-        _queue_on_commit(_deliveries_insert(rows))
-    return message
+        return message, _deliveries_insert(rows)
 
 
 def _deliveries_insert(rows: list[tuple[int | None, int | None, int]]) -> list[int]:
@@ -143,23 +144,6 @@ def _deliveries_insert(rows: list[tuple[int | None, int | None, int]]) -> list[i
             cursor.execute(sql, params)
             inserted.extend(row[0] for row in cursor.fetchall())
     return inserted
-
-
-def _queue_on_commit(delivery_ids: list[int]) -> None:
-    if delivery_ids:
-        transaction.on_commit(lambda: alert_deliveries_queue(delivery_ids=delivery_ids))
-
-
-def alert_deliveries_queue(*, delivery_ids: Iterable[int]) -> None:
-    """One delivery task per delivery. A publish that fails (broker down) is logged and
-    left to the recovery job, which re-queues pending deliveries."""
-    from alerts.tasks import deliver_alert
-
-    for delivery_id in delivery_ids:
-        try:
-            deliver_alert.delay(delivery_id)
-        except Exception:
-            logger.exception("could not queue alert delivery %s; the recovery job will", delivery_id)
 
 
 # --- Delivery: one attempt ----------------------------------------------------------------
@@ -322,11 +306,31 @@ def alert_text(delivery: AlertDelivery, payload: dict) -> str:
 # --- Recovery: what a dead process left behind ----------------------------------------------
 
 
-def alert_deliveries_recover() -> dict:
-    """The beat job: dispatch episode events that were never dispatched (the process died
-    between their commit and the receiver), fail deliveries whose last attempt was lost,
-    and re-queue deliveries that are overdue (their task lost) or whose lease expired (their
-    worker died mid-attempt)."""
+@dataclass(frozen=True)
+class RecoveryResult:
+    events_dispatched: int
+    created: list[int]
+    overdue: list[int]
+    deliveries_lost: int
+
+    @property
+    def to_queue(self) -> list[int]:
+        return [*self.created, *self.overdue]
+
+    def counts(self) -> dict:
+        return {
+            "events_dispatched": self.events_dispatched,
+            "deliveries_created": len(self.created),
+            "deliveries_requeued": len(self.overdue),
+            "deliveries_lost": self.deliveries_lost,
+        }
+
+
+def alert_deliveries_recover() -> RecoveryResult:
+    """The beat job's work: dispatch episode events that were never dispatched (the process
+    died between their commit and the receiver), fail deliveries whose last attempt was
+    lost, and find the deliveries to queue again: overdue (their task lost) or with an
+    expired lease (their worker died mid-attempt). The task queues what it returns."""
     now = timezone.now()
     settle = now - timedelta(seconds=settings.ALERTS_REQUEUE_AFTER_SECONDS)
     undispatched = list(
@@ -354,13 +358,7 @@ def alert_deliveries_recover() -> dict:
         .order_by("id")
         .values_list("id", flat=True)[:RECOVERY_LIMIT]
     )
-    alert_deliveries_queue(delivery_ids=overdue)
-    result = {
-        "events_dispatched": len(undispatched),
-        "deliveries_created": len(created),
-        "deliveries_requeued": len(overdue),
-        "deliveries_lost": lost,
-    }
-    if any(result.values()):
-        logger.warning("alert recovery: %s", result)
+    result = RecoveryResult(events_dispatched=len(undispatched), created=created, overdue=overdue, deliveries_lost=lost)
+    if undispatched or overdue or lost:
+        logger.warning("alert recovery: %s", result.counts())
     return result

@@ -1,9 +1,17 @@
-"""Celery tasks: thin doors into alerts.services. They take ids and are safe to run twice."""
+"""Celery tasks and their queueing: thin doors into alerts.services. They take ids and are
+safe to run twice."""
+
+import logging
+from collections.abc import Iterable
 
 from celery import shared_task
 from django.conf import settings
+from django.db import transaction
 
+from alerts import services
 from metrics.tasks import RETRYABLE
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(
@@ -21,9 +29,7 @@ from metrics.tasks import RETRYABLE
     time_limit=settings.ALERTS_LEASE_SECONDS / 2,
 )
 def deliver_alert(self, delivery_id: int) -> str:
-    from alerts.services import alert_delivery_attempt
-
-    result = alert_delivery_attempt(delivery_id=delivery_id)
+    result = services.alert_delivery_attempt(delivery_id=delivery_id)
     if result.retry_in is not None and not self.request.is_eager:
         # The attempt count in the delivery row bounds the retries, not Celery's counter.
         # In-process (eager) nothing can hold a countdown: the row stays pending, due at its
@@ -32,8 +38,25 @@ def deliver_alert(self, delivery_id: int) -> str:
     return result.status
 
 
-@shared_task(name="alerts.recover_deliveries", acks_late=True, expires=55, autoretry_for=RETRYABLE, max_retries=3)
+@shared_task(name="alerts.recover_deliveries", acks_late=True, expires=25, autoretry_for=RETRYABLE, max_retries=3)
 def recover_deliveries() -> dict:
-    from alerts.services import alert_deliveries_recover
+    result = services.alert_deliveries_recover()
+    deliveries_queue(delivery_ids=result.to_queue)
+    return result.counts()
 
-    return alert_deliveries_recover()
+
+def deliveries_queue(*, delivery_ids: Iterable[int]) -> None:
+    """One delivery task per delivery. A publish that fails (broker down) is logged and
+    left to the recovery job, which re-queues pending deliveries."""
+    for delivery_id in delivery_ids:
+        try:
+            deliver_alert.delay(delivery_id)
+        except Exception:
+            logger.exception("could not queue alert delivery %s; the recovery job will", delivery_id)
+
+
+def deliveries_queue_on_commit(delivery_ids: list[int]) -> None:
+    """Queue after the current transaction commits (at once outside one), so a worker never
+    looks for a delivery that is not there yet."""
+    if delivery_ids:
+        transaction.on_commit(lambda: deliveries_queue(delivery_ids=delivery_ids))

@@ -7,7 +7,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from alerts.models import AlertChannel, AlertDelivery
-from alerts.services import alert_send, episode_events_dispatch
+from alerts.notify import alert_send
+from alerts.services import episode_events_dispatch
 from alerts.tests.conftest import email_channel, episode_event
 
 pytestmark = pytest.mark.django_db
