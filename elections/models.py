@@ -9,6 +9,7 @@ from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from elections.bounds import timestamp_window_error, validate_election_date
 from elections.timebuckets import hour_bucket, timezone_names, zone
 
 
@@ -38,8 +39,8 @@ class Election(models.Model):
     code = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=255)
     timezone = models.CharField(max_length=64, validators=[validate_timezone_name])
-    starts_at = models.DateTimeField()
-    ends_at = models.DateTimeField()
+    starts_at = models.DateTimeField(validators=[validate_election_date])
+    ends_at = models.DateTimeField(validators=[validate_election_date])
     created_at = models.DateTimeField(auto_now_add=True)
     # Set by certification (elections.services.election_certify): from then on every write to
     # the election, its constituencies and its transactions is refused until un-certified.
@@ -70,7 +71,9 @@ class Election(models.Model):
     def status_at(self, now: datetime) -> str:
         if now < self.starts_at:
             return ElectionStatus.SCHEDULED
-        if now < self.ends_at + grace_period():
+        # Subtle: the grace period is subtracted from now, never added to a stored ends_at,
+        # which may lie near year 9999 in rows from before the bounds (no overflow).
+        if now - grace_period() < self.ends_at:
             return ElectionStatus.ACTIVE
         return ElectionStatus.CLOSED
 
@@ -220,6 +223,10 @@ class Transaction(models.Model):
     def clean(self):
         if self.constituency_id and self.election_id and self.constituency.election_id != self.election_id:
             raise ValidationError({"constituency": "The constituency belongs to another election."})
+        if self.timestamp and self.constituency_id:
+            election = self.constituency.election
+            if problem := timestamp_window_error(self.timestamp, (election.starts_at, election.ends_at)):
+                raise ValidationError({"timestamp": problem})
 
     @classmethod
     def from_db(cls, db, field_names, values):

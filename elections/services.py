@@ -172,12 +172,15 @@ def transaction_row_parse(
     *,
     constituency_lookup: Callable[[object], "Constituency | None"],
     election_id: int | None = None,
+    election_window: Callable[[int], tuple[datetime, datetime] | None] | None = None,
 ) -> TransactionRow:
     """Validate one incoming transaction (API item, CSV line or JSON line).
 
     ``constituency_lookup`` resolves the raw ``constituency`` value (an id from the API, a
     code from imports) to a Constituency or None. ``election_id`` is the election the
-    caller expects, if any. Raises RowError naming the first bad field.
+    caller expects, if any. ``election_window`` gives an election's voting window by id
+    (callers validating many rows share one ``selectors.election_window_lookup()``; without
+    it, each call queries the window). Raises RowError naming the first bad field.
     """
     if type(raw) is not dict and not isinstance(raw, Mapping):
         raise RowError("non_field_errors", "Expected a JSON object.")
@@ -221,6 +224,11 @@ def transaction_row_parse(
         raise RowError("kind", f"'{kind}' is not one of {', '.join(sorted(KINDS))}.")
 
     timestamp = parse_aware_datetime(get("timestamp"))
+    from elections import bounds, selectors  # here, not at the top: this function is their only user
+
+    window = (election_window or selectors.election_window_lookup())(constituency.election_id)
+    if window is not None and (problem := bounds.timestamp_window_error(timestamp, window)):
+        raise RowError("timestamp", problem)
 
     block_number = get("block_number")
     if type(block_number) is int:  # the common case: a JSON integer

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import caches
 from django.db import connection, transaction
 
 from election_monitor import bulk_sql
+from election_monitor.resilience import guarded_cache
 from elections.models import Election
 from metrics.models import MetricsVersion
 
@@ -54,7 +54,9 @@ class MetricsCache:
 
     @property
     def backend(self):
-        return caches[self.alias]
+        # Every operation goes through the cache's circuit breaker: a hanging Redis costs
+        # one timeout per process per interval, not one per request (election_monitor.resilience).
+        return guarded_cache(self.alias)
 
     # --- plain operations, each safe against a failing backend --------------------------
 

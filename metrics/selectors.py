@@ -20,7 +20,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from elections.models import CONSTITUENCY_FIGURES, Constituency, Election, ElectionStatus
-from elections.timebuckets import hour_of_day, period_end, period_start
+from elections.timebuckets import hour_bucket_ceil, hour_of_day, period_end, period_start, zone
 from metrics.cache import CachedRead, metrics_cache
 from metrics.models import Anomaly, Episode, HourlyStats
 
@@ -75,6 +75,33 @@ def _ttl(status: str) -> int:
     return metrics_cache.ttl_for(status)
 
 
+def _election_zone_name(election_id: int) -> str | None:
+    """The election's timezone name, cached under its version like every other read.
+
+    Subtle: a timezone can change only while the election has no transactions (Election.clean),
+    and then it has no hourly rows either, so a stale name can never change a result."""
+
+    def compute() -> str | None:
+        return Election.objects.filter(pk=election_id).values_list("timezone", flat=True).first()
+
+    return metrics_cache.election_read(election_id, "timezone", compute, _ttl(ElectionStatus.CLOSED)).value
+
+
+def _bounds_on_grid(
+    zone_name: str | None, start_time: datetime | None, end_time: datetime | None
+) -> tuple[datetime | None, datetime | None]:
+    """Query bounds rounded up to the election's hour grid: the same rows are selected (every
+    stored hour is a bucket start), and the cache keys built from them are one per bucket,
+    whatever instants clients send."""
+    if zone_name is None:
+        return start_time, end_time
+    tz = zone(zone_name)
+    return (
+        None if start_time is None else hour_bucket_ceil(start_time, tz),
+        None if end_time is None else hour_bucket_ceil(end_time, tz),
+    )
+
+
 # --- hourly stats and anomalies (paginated querysets, not cached) ---------------------------
 
 
@@ -91,13 +118,18 @@ def hourly_stats_list(
     if constituency_id is not None:
         # From the database, not the cached constituency -> election map: this is the path
         # a read takes when its cached entry is stale, e.g. after the constituency was deleted.
-        if not (0 < constituency_id <= ID_MAX and Constituency.objects.filter(pk=constituency_id).exists()):
+        election_id = None
+        if 0 < constituency_id <= ID_MAX:
+            election_id = Constituency.objects.filter(pk=constituency_id).values_list("election_id", flat=True).first()
+        if election_id is None:
             raise Http404(f"No constituency with id {constituency_id}.")
         rows = rows.filter(constituency_id=constituency_id)
     else:
         if not (0 < election_id <= ID_MAX and Election.objects.filter(pk=election_id).exists()):
             raise Http404(f"No election with id {election_id}.")
         rows = rows.filter(election_id=election_id)
+    if start_time is not None or end_time is not None:
+        start_time, end_time = _bounds_on_grid(_election_zone_name(election_id), start_time, end_time)
     if start_time is not None:
         rows = rows.filter(hour__gte=start_time)
     if end_time is not None:
@@ -260,6 +292,8 @@ def constituency_time_period_get(
     *, constituency_id: int, period: str, start_time: datetime | None = None, end_time: datetime | None = None
 ) -> CachedRead:
     election_id = _constituency_election_id(constituency_id)
+    if start_time is not None or end_time is not None:
+        start_time, end_time = _bounds_on_grid(_election_zone_name(election_id), start_time, end_time)
     return _election_read_with_status(
         election_id,
         "time-period",

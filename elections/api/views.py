@@ -10,7 +10,7 @@ from rest_framework.decorators import action
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
-from elections import services
+from elections import selectors, services
 from elections.api.serializers import (
     BulkIngestResultSerializer,
     ConstituencySerializer,
@@ -194,11 +194,12 @@ class TransactionViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         lookup = services.constituency_lookup_by_id(
             item.get("constituency") for item in items if isinstance(item, dict)
         )
+        window = selectors.election_window_lookup()
         rows, errors = [], []
         parse, append = services.transaction_row_parse, rows.append
         for index, item in enumerate(items):
             try:
-                append(parse(item, constituency_lookup=lookup))
+                append(parse(item, constituency_lookup=lookup, election_window=window))
             except services.RowError as error:
                 errors.append({"index": index, "field": error.field, "message": error.message})
         if errors:

@@ -426,3 +426,145 @@ def test_a_database_error_in_a_batch_stops_the_import_and_keeps_the_batches_befo
     assert Transaction.objects.filter(election=election).count() == 200
     assert not DirtyBucket.objects.exists()
     assert HourlyStats.objects.get(election=election).votes_cast == 200
+
+
+# --- malformed lines reject only themselves (SPEC section 10) ---------------------------------
+
+
+def _lines_csv(constituencies, n: int) -> list[str]:
+    return [
+        f"q{i:05d},{constituencies[i % len(constituencies)].code},vote_cast,2024-09-06T{5 + i % 9:02d}:{i % 60:02d}:00Z,{i}"
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ('q-bad,c0000,"vote_cast,2024-09-06T05:00:00Z,1', "a quoted field is not closed on this line"),
+        ('"q-bad"x,c0000,vote_cast,2024-09-06T05:00:00Z,1', "',' expected after '\"'"),
+        ('"q-bad,c0000,vote_cast,2024-09-06T05:00:00Z,1', "a quoted field is not closed on this line"),
+    ],
+    ids=["quote-opened-mid-line", "text-after-closing-quote", "quote-opened-at-start"],
+)
+def test_a_stray_csv_quote_rejects_its_line_and_the_import_goes_on(tmp_path, election, constituencies, bad, reason):
+    good = _lines_csv(constituencies, 500)
+    lines = [HEADER, good[0], bad, *good[1:]]  # the stray quote on line 3 of 502
+    assert len(lines) == 502
+
+    out, err = _import(_write(tmp_path / "tx.csv", "\n".join(lines) + "\n"))
+
+    assert "read 501, created 500, duplicates 0, conflicts 0, rejected 1" in out
+    assert len(err.strip().splitlines()) == 1
+    assert f"line 3: not valid CSV ({reason}" in err
+    assert Transaction.objects.count() == 500
+    assert set(Transaction.objects.values_list("tx_hash", flat=True)) == {line.split(",")[0] for line in good}
+
+
+def test_quoted_fields_that_close_on_their_line_are_read(tmp_path, election, constituencies):
+    code = constituencies[0].code
+    lines = [
+        HEADER,
+        f'"q,1",{code},vote_cast,2024-09-06T05:00:00Z,1',
+        f'"q""2",{code},"vote_cast",2024-09-06T05:00:00Z,',
+    ]
+    out, _ = _import(_write(tmp_path / "tx.csv", "\n".join(lines) + "\n"))
+
+    assert "read 2, created 2, duplicates 0, conflicts 0, rejected 0" in out
+    assert set(Transaction.objects.values_list("tx_hash", flat=True)) == {"q,1", 'q"2'}
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ("[" * 100_000, "nested deeper than 32 levels"),
+        (
+            '{"tx_hash": "x", "constituency": "c0000", "kind": "vote_cast", "timestamp": "2024-09-06T05:00:00Z", '
+            '"block_number": NaN}',
+            "NaN is not valid JSON",
+        ),  # fmt: skip
+        (
+            '{"tx_hash": "x", "constituency": "c0000", "kind": "vote_cast", "timestamp": "2024-09-06T05:00:00Z", '
+            '"block_number": 1e999}',
+            "out of range",
+        ),  # fmt: skip
+        (
+            '{"tx_hash": "x", "tx_hash": "y", "constituency": "c0000", "kind": "vote_cast", '
+            '"timestamp": "2024-09-06T05:00:00Z"}',
+            'the key "tx_hash" appears twice',
+        ),  # fmt: skip
+        (
+            '{"tx_hash": "\\ud800", "constituency": "c0000", "kind": "vote_cast", "timestamp": "2024-09-06T05:00:00Z"}',
+            "lone surrogate",
+        ),  # fmt: skip
+        (
+            '{"tx_hash": "x", "constituency": "CODE", "kind": "vote_cast", "timestamp": "2030-01-01T00:00:00Z"}',
+            "30 days outside the election's voting window",
+        ),  # fmt: skip
+    ],
+    ids=["deep", "nan", "float-overflow", "duplicate-key", "lone-surrogate", "beyond-the-window"],
+)
+def test_a_pathological_json_line_rejects_only_itself(tmp_path, election, constituencies, bad, reason):
+    good = [
+        json.dumps({"tx_hash": f"j{i}", "constituency": constituencies[i % 6].code, "kind": "vote_cast",
+                    "timestamp": f"2024-09-06T0{5 + i % 4}:00:00Z"})
+        for i in range(20)
+    ]  # fmt: skip
+    bad = bad.replace("CODE", constituencies[0].code)
+    out, err = _import(_write(tmp_path / "tx.jsonl", "\n".join([*good[:5], bad, *good[5:]]) + "\n"))
+
+    assert "read 21, created 20, duplicates 0, conflicts 0, rejected 1" in out
+    assert "line 6: " in err
+    assert reason in err
+    assert Transaction.objects.count() == 20
+
+
+def test_an_undecodable_json_line_rejects_only_itself(tmp_path, election, constituencies):
+    code = constituencies[0].code
+    good = [json.dumps({"tx_hash": f"u{i}", "constituency": code, "kind": "vote_cast",
+                        "timestamp": "2024-09-06T05:00:00Z"}).encode() for i in range(3)]  # fmt: skip
+    bad = b'{"tx_hash": "\xff\xfe", "constituency": "' + code.encode() + b'", "kind": "vote_cast", "timestamp": "x"}'
+    (tmp_path / "tx.jsonl").write_bytes(b"\n".join([good[0], bad, b"\xc3\x28\xa0", *good[1:]]) + b"\n")
+
+    out, err = _import(tmp_path / "tx.jsonl")
+
+    assert "read 5, created 3, duplicates 0, conflicts 0, rejected 2" in out
+    assert "line 2: tx_hash: Must be valid UTF-8 text." in err
+    assert "line 3: not valid JSON" in err
+
+
+def test_every_line_read_is_counted_once_in_the_summary(tmp_path, election, constituencies):
+    """read = created + duplicates + rejected on a seeded mix of good, repeated and bad
+    lines, and what is stored is exactly the good lines, first of each tx_hash."""
+    rng = random.Random(11)
+    TransactionFactory(tx_hash="stored-before", constituency=constituencies[0])
+    bad_lines = ['x,"unclosed', "only,two", f"z,{constituencies[0].code},vote_cast,not-a-date,", "", "  "]
+    lines, expected = [HEADER], set()
+    for i in range(400):
+        roll = rng.random()
+        if roll < 0.15:
+            lines.append(rng.choice(bad_lines))
+        elif roll < 0.25:
+            lines.append(
+                rng.choice([*lines[1:], f"stored-before,{constituencies[0].code},vote_cast,2024-09-06T05:00:00Z,"])
+            )
+        else:
+            lines.append(f"m{i},{constituencies[i % 6].code},bulletin_issued,2024-09-06T06:{i % 60:02d}:00Z,{i}")
+    valid_order = []
+    for line in lines[1:]:
+        fields = line.split(",")
+        if len(fields) == 5 and fields[3] != "not-a-date" and '"' not in line:
+            valid_order.append(fields[0])
+    expected = {h for h in valid_order if h != "stored-before"}
+    data_lines = sum(1 for line in lines[1:] if line.strip())
+
+    out, _ = _import(_write(tmp_path / "tx.csv", "\n".join(lines) + "\n"), "--batch-size", "37")
+
+    summary = out.strip().splitlines()[-1]
+    counts = dict(part.rsplit(" ", 1) for part in summary.split(": ", 1)[1].split(", "))
+    counts = {name: int(value) for name, value in counts.items()}
+    assert counts["read"] == data_lines
+    assert counts["read"] == counts["created"] + counts["duplicates"] + counts["rejected"]
+    assert counts["created"] == len(expected)
+    assert counts["duplicates"] == len(valid_order) - len(expected)
+    assert set(Transaction.objects.values_list("tx_hash", flat=True)) == expected | {"stored-before"}

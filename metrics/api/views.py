@@ -22,6 +22,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
+from election_monitor.resilience import broker_breaker
 from elections.permissions import IsStaff
 from metrics import selectors
 from metrics.api.serializers import (
@@ -342,7 +343,7 @@ class RecomputeView(GenericAPIView):
         election_id = constituency.election_id if constituency else serializer.validated_data["election"].id
         constituency_id = constituency.id if constituency else None
         try:
-            result = recompute_election.delay(election_id, constituency_id)
+            result = broker_breaker().call(recompute_election.delay, election_id, constituency_id)
         except (BrokerOperationalError, ConnectionError):
             logger.exception("could not queue a recompute of election %s", election_id)
             return Response(

@@ -84,10 +84,7 @@ class Command(BaseCommand):
 
         if report.ignored_columns:
             self.stdout.write(f"Ignored unknown column(s): {', '.join(report.ignored_columns)}")
-        self.stdout.write(
-            f"{options['file']} into {election.code}: read {report.read}, created {report.created}, "
-            f"duplicates {report.duplicates}, conflicts {report.conflicts}, rejected {report.rejected}"
-        )
+        self.stdout.write(f"{options['file']} into {election.code}: {report.summary()}")
         if (report.rejected or report.conflicts) and options["strict"]:
             raise CommandError(
                 f"{report.rejected} line(s) rejected and {report.conflicts} in conflict (the valid lines were stored)."
