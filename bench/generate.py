@@ -42,6 +42,7 @@ from django.db import connection, transaction  # noqa: E402
 
 from elections.models import Constituency, Election  # noqa: E402
 from elections.timebuckets import zone  # noqa: E402
+from metrics.models import EpisodeEvent  # noqa: E402
 
 UTC = UTC
 # Relative activity by local hour of day (0-23) in a 24-hour remote-voting window.
@@ -199,9 +200,11 @@ def election_purge(*, codes=None, ids=None) -> None:
         if not ids:
             return
         with transaction.atomic():
+            # Episode events through the ORM: the alert records that reference them (alerts
+            # app) go with them; they are few, one per episode change.
+            EpisodeEvent.objects.filter(election_id__in=ids).delete()
             for table in (
                 "metrics_dirtybucket",
-                "metrics_episodeevent",
                 "metrics_episode",
                 "metrics_anomaly",
                 "metrics_hourlystats",
