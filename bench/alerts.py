@@ -206,8 +206,9 @@ def main(argv=None) -> int:
         f"  received {result['received']} of {result['samples']}, deliveries {result['deliveries']}, "
         f"delivered {result['delivered']}, types {result['types']}"
     )
+    # Exit status: every alert delivered exactly once. The timing is reported, not judged here.
     ok = result["received"] == result["samples"] == result["delivered"] == result["deliveries"]
-    return 0 if ok and result["p99"] <= 2.0 else 1
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
