@@ -191,7 +191,9 @@ def csv_lines(rows, *, constituency_code: str, clock: Clock) -> str:
 
 
 def election_purge(*, codes=None, ids=None) -> None:
-    """Delete elections and everything under them, the millions of rows by set-based SQL."""
+    """Delete elections and everything under them: the big tables with set-based SQL (the ORM
+    cascade would load every transaction into memory), then the rest through the ORM cascade,
+    so tables that other apps add (ingest batches, certifications, ...) go too."""
     with connection.cursor() as cursor:
         if codes is not None:
             cursor.execute("SELECT id FROM elections_election WHERE code = ANY(%s)", [list(codes)])
@@ -211,8 +213,6 @@ def election_purge(*, codes=None, ids=None) -> None:
                 "elections_transaction",
             ):
                 cursor.execute(f"DELETE FROM {table} WHERE election_id = ANY(%s)", [ids])
-            # The big tables went by plain SQL above; the ORM cascades to every other table
-            # that keeps rows per election (batches, versions, logs), whatever app owns it.
             Election.objects.filter(id__in=ids).delete()
 
 

@@ -252,9 +252,9 @@ def rows_from_starts(
 
     Subtle: on PostgreSQL each key's rows are one probe of a (key, order) index from its own
     start: a LATERAL subquery per key, kept from being flattened into a join by OFFSET 0. As a
-    plain join PostgreSQL hashed every row of the election (90 ms against 1 ms for 400 keys;
-    docs/PERFORMANCE.md). SQLite gets one clause per distinct start, at most ``clauses_max``:
-    the keys of the smallest groups share the earliest of their starts."""
+    plain join PostgreSQL hashed every row of the election, a hundred times slower for a
+    flush's few hundred keys (docs/PERFORMANCE.md). SQLite gets one clause per distinct start,
+    at most ``clauses_max``: the keys of the smallest groups share the earliest of theirs."""
     if not starts:
         return []
     if is_postgresql():

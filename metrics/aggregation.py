@@ -274,21 +274,28 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
         result.rows_deleted = len(plan.deleted_ids)
         result.anomalies_written = len(upserts)
         result.anomalies_deleted = len(stale_ids)
-        # Episodes follow the anomalies just written, in the constituencies whose flags, their
-        # magnitudes or their hours with data moved, from the earliest changed hour: a flush
-        # that only adds to a clean bucket has none (docs/METRICS.md#how-episodes-are-kept-current).
+        # Episodes follow the anomalies just written: re-derived where flags or hours with data
+        # moved, from the earliest changed hour; only their peaks where nothing but a flag's
+        # details did. A flush that only adds to a clean bucket has neither
+        # (docs/METRICS.md#how-episodes-are-kept-current).
+        magnitude_changes = defaultdict(list)
+        for key, (weight, details) in desired.items():
+            if (stored := existing.get(key)) is not None and stored.details != details and stored.weight == weight:
+                magnitude_changes[key[0]].append((key[1], key[2], stored.details, details))
         episodes_refresh(
             election_id=election_id,
             constituency_ids=None
             if scope.whole_election
             else {
-                *(row[1] for row in upserts),
+                *(key[0] for key in desired.keys() - existing.keys()),
+                *(key[0] for key, stored in existing.items() if key in desired and stored.weight != desired[key][0]),
                 *(key[0] for key in existing if key not in desired and in_region(key)),
                 *(row[1] for row in hourly_rows[0]),
                 *(c for c, _ in stored_in_scope.keys() - counts.keys()),
             },
             since=since,
             now=now,
+            magnitude_changes=magnitude_changes,
         )
 
         refresh = touched | peers_rejudged
@@ -559,7 +566,7 @@ def constituency_metrics_refresh(
 def _constituencies_write(election_id: int, totals: dict[int, tuple[int, int, int]], voters, now) -> int:
     """Write each constituency's given (bulletins, votes, transactions) totals, with its
     participation, its anomaly count from the stored anomalies and its score from the
-    stored episodes (SPEC section 4, "Episodes and the score")."""
+    stored episodes (docs/METRICS.md#anomaly_score)."""
     if not totals:
         return 0
     found, episodes = Anomaly.objects.filter(election_id=election_id), Episode.objects.filter(election_id=election_id)

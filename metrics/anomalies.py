@@ -56,8 +56,8 @@ def velocity_spikes(peers: dict[int, tuple[int, int]]) -> dict[int, dict]:
 
 
 def magnitude(kind: str, details: dict) -> float | None:
-    """How far one flagged hour is from the rule's threshold, per kind (SPEC section 4,
-    "Episodes and the score"): an episode's ``peak`` is the largest of its hours'."""
+    """How far one flagged hour is past its rule, per kind (docs/METRICS.md#anomaly-rules): an
+    episode's ``peak`` is the largest of its hours'."""
     if kind == AnomalyKind.TURNOUT_OVER_100:
         return 100.0 * details["cumulative_votes"] / details["registered_voters"]
     if kind == AnomalyKind.VOTES_EXCEED_BULLETINS:

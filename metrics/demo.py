@@ -19,7 +19,7 @@ rules of docs/METRICS.md#anomaly-rules fire for them and for no other constituen
   vote, have no bulletin;
 - ``outside_voting_window``: a few transactions in the hour before the polls open.
 
-Each forms exactly one episode (SPEC section 4): its flagged hours are one run among the
+Each forms exactly one episode (docs/METRICS.md#episodes): its flagged hours are one run among the
 constituency's hours with data. The bulletins missing at noon outnumber the bulletins whose
 votes fall into the next hour, so the cumulative rule never lapses once it fires, and the
 early transactions are all in one hour.

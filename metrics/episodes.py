@@ -1,5 +1,5 @@
-"""Episodes: maximal runs of one constituency's flagged hours of one kind (SPEC section 4),
-and the events alerts deliver when one opens, closes or is withdrawn (SPEC section 12).
+"""Episodes: maximal runs of one constituency's flagged hours of one kind, and
+the events alerts deliver when one opens, closes or is withdrawn (docs/METRICS.md#episodes).
 
 Episodes are re-derived from the stored Anomaly and HourlyStats rows inside the recompute
 that changed them, under its election lock, and written with their events in the same
@@ -24,7 +24,7 @@ IN_LIST_MAX = 200
 EPISODE_FIELDS = ("last_hour", "hours", "peak", "open", "weight")
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class StoredEpisode:
     """A stored episode's row, without a model instance: a busy flush reads hundreds, and
     building model instances was most of the upkeep's time (docs/PERFORMANCE.md)."""
@@ -92,7 +92,12 @@ def episodes_derive(
 
 
 def episodes_refresh(
-    *, election_id: int, constituency_ids: Iterable[int] | None, since: datetime | None = None, now: datetime
+    *,
+    election_id: int,
+    constituency_ids: Iterable[int] | None,
+    since: datetime | None = None,
+    now: datetime,
+    magnitude_changes: dict[int, list[tuple[datetime, str, dict, dict]]] | None = None,
 ) -> list[EpisodeEvent]:
     """Bring the stored episodes of the given constituencies (None: every one) in line with
     their anomalies and hours, and record an event for each episode that opened, closed or
@@ -103,20 +108,38 @@ def episodes_refresh(
     last stored episode that ends before ``since``, or of the one that reaches it.
     Subtle: an episode ending earlier is followed by an unflagged hour before ``since`` and
     by a later episode of its kind, so neither its extent nor its ``open`` can move.
+
+    ``magnitude_changes``: constituencies whose only change is the details of flags that
+    stay, as (hour, kind, old details, new details). Their episodes keep their extent, so
+    only a ``peak`` can move, and it is worked out from the stored one without reading
+    hours or anomalies, unless the hour that held the peak went down.
     """
-    ids = None if constituency_ids is None else sorted(set(constituency_ids))
-    if ids == []:
+    ids = None if constituency_ids is None else set(constituency_ids)
+    quick = {c: changes for c, changes in (magnitude_changes or {}).items() if ids is not None and c not in ids}
+    if ids is not None and not ids and not quick:
         return []
     if ids is None:
         since = None
     stored_rows = Episode.objects.filter(election_id=election_id)
     if ids is not None:
-        stored_rows = stored_rows.filter(bulk_sql.ids_in(ids))
-    wanted = None if ids is None else set(ids)
+        stored_rows = stored_rows.filter(bulk_sql.ids_in(sorted(ids | quick.keys())))
     stored: dict[int, dict[str, list[StoredEpisode]]] = defaultdict(lambda: defaultdict(list))
     for row in stored_rows.order_by("first_hour").values_list(*STORED_COLUMNS):
         episode = StoredEpisode(*row)
         stored[episode.constituency_id][episode.kind].append(episode)
+
+    updated: list[StoredEpisode] = []
+    for c, changes in quick.items():
+        peaks = _peaks_moved(stored[c], changes)
+        if peaks is None:
+            ids.add(c)  # the peak may have come down: re-derive this constituency
+            continue
+        for episode, peak in peaks.items():
+            episode.peak, episode.updated_at = peak, now
+            updated.append(episode)
+        del stored[c]  # done: not re-derived below
+    ids = None if ids is None else sorted(ids)
+    wanted = None if ids is None else set(ids)
 
     # Where each (constituency, kind) is re-derived from, and each constituency's earliest.
     kind_window: dict[tuple[int, str], datetime | None] = {}
@@ -145,7 +168,7 @@ def episodes_refresh(
     # Only a constituency with a flag or a stored episode in its window can have an episode
     # to write: most of a flush's constituencies have neither, and their hours are not read.
     relevant = sorted(flagged.keys() | stored.keys())
-    if not relevant:
+    if not relevant and not updated:
         return []
     hours: dict[int, set[datetime]] = defaultdict(set)
     for c, h in _rows_in_windows(
@@ -154,7 +177,6 @@ def episodes_refresh(
         hours[c].add(h)
 
     deleted: list[StoredEpisode] = []
-    updated: list[StoredEpisode] = []
     created: list[Episode] = []
     pending: list[tuple[str, Episode, dict | None]] = []
     for c in relevant:
@@ -220,6 +242,26 @@ def episodes_refresh(
         events = EpisodeEvent.objects.bulk_create(events)
         episode_events_announce(election_id=election_id, event_ids=[e.id for e in events])
     return events
+
+
+def _peaks_moved(
+    stored: dict[str, list[StoredEpisode]], changes: list[tuple[datetime, str, dict, dict]]
+) -> dict[StoredEpisode, float | None] | None:
+    """New peaks of the episodes holding the changed hours, or None when one cannot be known
+    without reading the episode's hours: the hour that held its peak went down."""
+    peaks: dict[int, tuple[StoredEpisode, float | None]] = {}
+    for hour, kind, old_details, new_details in changes:
+        episode = next((e for e in stored.get(kind, ()) if e.first_hour <= hour <= e.last_hour), None)
+        if episode is None:
+            return None
+        peak = peaks.get(episode.id, (episode, episode.peak))[1]
+        old, new = anomalies.magnitude(kind, old_details), anomalies.magnitude(kind, new_details)
+        if new is not None and (peak is None or new > peak):
+            peak = new
+        elif old is not None and old == peak and (new is None or new < old):
+            return None
+        peaks[episode.id] = (episode, peak)
+    return {episode: peak for episode, peak in peaks.values() if peak != episode.peak}
 
 
 def _rows_in_windows(model, fields, election_id: int, window: dict[int, datetime | None] | None) -> list[tuple]:

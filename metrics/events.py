@@ -1,10 +1,11 @@
-"""Signals the metrics app sends to the apps above it (alerts), after commit: that episode
-events were recorded, and that a verification repaired a settled election.
+"""Signals the metrics app sends to the apps above it (alerts): after commit, never inside a
+recompute's transaction, so a receiver that fails cannot undo figures.
 
-Sent once per recompute that recorded at least one event, after its database transaction
-committed, so a receiver never looks for an event that is not there yet nor acts on one
-that rolled back. A receiver that fails is logged and is no loss: its events stay in the
-outbox (``EpisodeEvent``) for a sweep to find.
+``episode_events_recorded`` is sent once per recompute that recorded at least one episode
+event, after its database transaction committed, so a receiver never looks for an event that
+is not there yet nor acts on one that rolled back. A receiver that fails is logged and is no
+loss: its events stay in the outbox (``EpisodeEvent``) for a sweep to find
+(docs/METRICS.md#episode-events).
 """
 
 import logging
@@ -16,6 +17,10 @@ from django.dispatch import Signal
 from metrics.models import EpisodeEvent
 
 logger = logging.getLogger(__name__)
+
+# Sent after a verification repaired a settled election, with ``election_id`` and
+# ``drift_check_id`` (metrics.models.DriftCheck).
+drift_repaired = Signal()
 
 # Sent with sender=EpisodeEvent and kwargs election_id (int), event_ids (list[int], ascending).
 episode_events_recorded = Signal()
@@ -36,8 +41,3 @@ def _send(election_id: int, event_ids: list[int]) -> None:
     ):
         if isinstance(result, Exception):
             logger.error("episode_events_recorded receiver %r failed", receiver, exc_info=result)
-
-
-# Sent after a verification repaired a settled election, with ``election_id`` and
-# ``drift_check_id`` (metrics.models.DriftCheck).
-drift_repaired = Signal()

@@ -82,7 +82,7 @@ class AnomalyKind(models.TextChoices):
     VOTES_EXCEED_BULLETINS = "votes_exceed_bulletins"
     VELOCITY_SPIKE = "velocity_spike"
     OUTSIDE_VOTING_WINDOW = "outside_voting_window"
-    # Reconciliation of the stream against a published protocol (SPEC section 11).
+    # Reconciliation of the stream against a published protocol (docs/METRICS.md#stream_protocol_mismatch).
     STREAM_PROTOCOL_MISMATCH = "stream_protocol_mismatch"
 
 
@@ -111,7 +111,7 @@ class Anomaly(models.Model):
 
 
 class Episode(models.Model):
-    """A maximal run of one constituency's flagged hours of one kind (SPEC section 4).
+    """A maximal run of one constituency's flagged hours of one kind (docs/METRICS.md#episodes).
 
     Consecutive means consecutive among the constituency's hours with data, so a night
     without transactions does not split a run. Re-derived from the Anomaly rows by
@@ -152,7 +152,7 @@ class EpisodeEventKind(models.TextChoices):
 
 
 class EpisodeEvent(models.Model):
-    """The outbox of episode changes that alerts deliver (SPEC section 12).
+    """The outbox of episode changes that alerts deliver (docs/METRICS.md#episode-events).
 
     Written in the same database transaction as the episode change it records, so an
     event is never lost to a crash between the two nor recorded for a change that rolled

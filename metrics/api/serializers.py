@@ -169,7 +169,8 @@ class EpisodeSerializer(serializers.Serializer):
         help_text="Flagged hours in it, consecutive among the constituency's hours with data."
     )
     peak = serializers.FloatField(
-        allow_null=True, help_text="The largest magnitude of its hours (per kind, SPEC section 4); null when undefined."
+        allow_null=True,
+        help_text="The largest magnitude of its hours (per kind, see the anomaly rules); null when undefined.",
     )
     open = serializers.BooleanField(help_text="Its last hour is the constituency's latest hour with data.")
     weight = serializers.FloatField(help_text="The kind's weight: what the episode adds to S of the anomaly score.")

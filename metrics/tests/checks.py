@@ -98,7 +98,7 @@ def assert_matches_reference(election_id: int, ref: reference.RefElection, now: 
 
 
 def assert_events_between(election_id: int, before: dict, after: dict, *, seen: int) -> tuple[int, list[str]]:
-    """The events recorded after event id ``seen`` are exactly the ones SPEC section 12 asks
+    """The events recorded after event id ``seen`` are exactly the ones docs/METRICS.md#episode-events asks
     for between two reference sets of episodes (one recompute apart). Returns the newest
     event id and the events' names."""
     new = list(EpisodeEvent.objects.filter(election_id=election_id, id__gt=seen).order_by("id"))

@@ -170,7 +170,7 @@ def compute(election: RefElection, now: datetime, cfg: RefSettings | None = None
 
 
 def magnitude(kind: str, d: dict) -> float | None:
-    """How far a flagged hour is past its rule, per kind (SPEC section 4, "Episodes")."""
+    """How far a flagged hour is past its rule, per kind (docs/METRICS.md#anomaly-rules)."""
     if kind == "turnout_over_100":
         return 100.0 * d["cumulative_votes"] / d["registered_voters"]
     if kind == "votes_exceed_bulletins":
@@ -210,7 +210,7 @@ def episodes(hourly: dict, anomalies: dict, details: dict) -> dict[tuple[int, da
 
 
 def episode_events(before: dict, after: dict) -> list[tuple[tuple, str]]:
-    """The events SPEC section 12 asks for between two sets of episodes (as ``episodes``
+    """The events docs/METRICS.md#episode-events asks for between two sets of episodes (as ``episodes``
     returns them): a new identity opened (and closed at once if it is not open), an open
     one that is not any more closed, a closed one that is open again opened, a vanished one
     withdrawn. Sorted by identity, then in the order they happen."""

@@ -1,4 +1,4 @@
-"""GET /api/anomalies/episodes/ (SPEC section 12) against the reference's episodes."""
+"""GET /api/anomalies/episodes/ (docs/METRICS.md#episodes-in-the-api-and-admin) against the reference's episodes."""
 
 from datetime import timedelta
 

@@ -225,3 +225,31 @@ def test_windows_read_in_shared_clauses_give_the_same_episodes(monkeypatch, in_l
     t.add(2, BULLETIN, at(1), n=3)  # a late correction before the others' windows
     t.add(4, VOTE, at(9), n=5)
     w.flush()
+
+
+def test_a_peak_moves_without_rereading_the_episode_unless_its_hour_went_down(watched, monkeypatch):
+    """Only a flag's details changed: the peak follows from the stored one, except when the
+    hour that held it went down, which re-derives the constituency; both match the reference."""
+    outcomes = []
+    original = episodes._peaks_moved
+
+    def spy(stored, changes):
+        found = original(stored, changes)
+        outcomes.append(None if found is None else sorted(found.values()))
+        return found
+
+    monkeypatch.setattr(episodes, "_peaks_moved", spy)
+    watched.flush()
+    watched.t.add(0, VOTE, at(6), n=4)  # a new episode at h6: votes ahead by 2
+    assert watched.flush() == [(h(6), "opened")]
+    outcomes.clear()
+
+    watched.t.add(0, VOTE, at(6), n=2)  # ahead by 4 at the same hour: the peak rises
+    assert watched.flush() == []
+    assert outcomes == [[4.0]]
+    assert Episode.objects.get(first_hour=h(6)).peak == 4.0
+
+    watched.t.add(0, BULLETIN, at(6), n=3)  # ahead by 1: the peak's own hour went down
+    assert watched.flush() == []
+    assert outcomes[-1] is None
+    assert Episode.objects.get(first_hour=h(6)).peak == 1.0
