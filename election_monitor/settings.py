@@ -54,6 +54,8 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "elections",
     "metrics",
+    "protocols",
+    "forensics",
 ]
 
 MIDDLEWARE = [
@@ -216,6 +218,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
+
+# Forensic figures are cached under their protocol import (forensics/cache.py): an entry can
+# never go stale, so it lives long and ages out only to free memory.
+FORENSICS_CACHE_TTL = int(os.environ.get("FORENSICS_CACHE_TTL", "86400"))
 
 # Anonymous reads: on in the demo (DEBUG), off by default in production.
 METRICS_ALLOW_ANONYMOUS_READ = env_bool("ALLOW_ANONYMOUS_READ", DEBUG)

@@ -1,0 +1,161 @@
+"""The one write path of protocols (SPEC section 11): import a commission's file, replacing the
+election's protocols and options in one database transaction.
+
+Memory stays flat: stations are stored in batches as they are read, each batch with one query
+for its existing constituencies, one bulk insert of the missing ones and one bulk insert
+(COPY on PostgreSQL) of its protocols. The whole import is one database transaction, so a
+failure or a file without a single valid station leaves the previous protocols as they were.
+"""
+
+import csv
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.db import connection, transaction
+
+from elections.models import Constituency, Election
+from elections.signals import constituencies_changed
+from protocols.importers import (
+    Empty,
+    ImportFileError,
+    Rejected,
+    Station,
+    layout_read,
+    open_protocol_file,
+    printable,
+    stations_read,
+)
+from protocols.layouts import FIELDS
+from protocols.models import ElectionOption, ProtocolImport, ProtocolResult
+
+DEFAULT_BATCH_SIZE = 5000
+PROTOCOL_COLUMNS = (
+    "election_id",
+    "constituency_id",
+    "protocol_import_id",
+    "line",
+    *FIELDS,
+    "votes",
+)
+
+OnRejected = Callable[[int, str], None]
+
+
+@dataclass
+class ProtocolImportReport:
+    import_id: int | None = None
+    file_format: str = ""
+    read: int = 0  # data lines, blank lines not counted
+    stored: int = 0
+    skipped_empty: int = 0
+    rejected: int = 0
+    constituencies_created: int = 0
+    options: list[str] = field(default_factory=list)
+    ignored_columns: list[str] = field(default_factory=list)
+
+
+def protocols_import(
+    *,
+    path: Path,
+    election: Election,
+    file_format: str | None = None,
+    on_rejected: OnRejected,
+    on_progress: Callable[[int, int], None] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> ProtocolImportReport:
+    """Replace ``election``'s protocols with those of the file; returns the counts.
+
+    Rejected lines are reported through ``on_rejected(line, reason)`` as they are met and
+    the valid ones are stored. Raises ImportFileError, with nothing changed, when the file
+    cannot be read as a protocol file or holds no valid station.
+    """
+    report = ProtocolImportReport()
+    with open_protocol_file(path) as (text, raw):
+        size = path.stat().st_size
+        reader = csv.reader(text, strict=True)
+        layout = layout_read(reader, file_format)
+        report.file_format = layout.file_format
+        report.options = [name for _, name in layout.options]
+        report.ignored_columns = [printable(c) for c in layout.ignored]
+        seen: dict[str, int] = {}  # station code -> line, to reject a station given twice
+        with transaction.atomic():
+            record = ProtocolImport.objects.create(
+                election=election, source=path.name[:500], file_format=layout.file_format
+            )
+            ProtocolResult.objects.filter(election=election).delete()
+            ElectionOption.objects.filter(election=election).delete()
+            ElectionOption.objects.bulk_create(
+                ElectionOption(election=election, position=position, name=name[:500])
+                for position, name in enumerate(report.options)
+            )
+            batch: list[Station] = []
+            for item in stations_read(reader, layout):
+                report.read += 1
+                if isinstance(item, Empty):
+                    report.skipped_empty += 1
+                    continue
+                if isinstance(item, Station) and item.code in seen:
+                    item = Rejected(item.line, f"station {item.name} already appears on line {seen[item.code]}")
+                if isinstance(item, Rejected):
+                    report.rejected += 1
+                    on_rejected(item.line, item.reason)
+                    continue
+                seen[item.code] = item.line
+                batch.append(item)
+                if len(batch) >= batch_size:
+                    _batch_store(batch, election=election, record=record, report=report)
+                    batch = []
+                    if on_progress:
+                        on_progress(raw.tell(), size)
+            if batch:
+                _batch_store(batch, election=election, record=record, report=report)
+            if not report.stored:
+                raise ImportFileError(
+                    f"{path.name} holds no valid station ({report.rejected} rejected, {report.skipped_empty} "
+                    "empty). Nothing was changed."
+                )
+            for name in ("read", "stored", "skipped_empty", "rejected", "constituencies_created"):
+                setattr(record, name, getattr(report, name))
+            record.save(update_fields=["read", "stored", "skipped_empty", "rejected", "constituencies_created"])
+            if report.constituencies_created:
+                # bulk_create sends no post_save: the election's constituency count and registered
+                # voters changed without a recompute.
+                constituencies_changed.send(sender=Constituency, election_id=election.id)
+    report.import_id = record.id
+    if on_progress:
+        on_progress(size, size)
+    return report
+
+
+def _batch_store(batch: list[Station], *, election: Election, record: ProtocolImport, report) -> None:
+    ids = dict(
+        Constituency.objects.filter(election=election, code__in=[s.code for s in batch]).values_list("code", "id")
+    )
+    missing = [s for s in batch if s.code not in ids]
+    if missing:
+        created = Constituency.objects.bulk_create(
+            Constituency(election=election, code=s.code, name=s.name, registered_voters=s.counts[0]) for s in missing
+        )
+        ids.update((c.code, c.id) for c in created)
+        report.constituencies_created += len(created)
+    rows = [(election.id, ids[s.code], record.id, s.line, *s.counts, list(s.votes)) for s in batch]
+    if connection.vendor == "postgresql":
+        _copy_protocols(rows)
+    else:
+        ProtocolResult.objects.bulk_create(
+            (ProtocolResult(**dict(zip(PROTOCOL_COLUMNS, row, strict=True))) for row in rows), batch_size=1000
+        )
+    report.stored += len(batch)
+
+
+def _copy_protocols(rows: list[tuple]) -> None:
+    """COPY is PostgreSQL's bulk path: one stream instead of an INSERT's parameter lists."""
+    table = ProtocolResult._meta.db_table
+    with (
+        connection.cursor() as cursor,
+        cursor.cursor.copy(f"COPY {table} ({', '.join(PROTOCOL_COLUMNS)}) FROM STDIN") as copy,
+    ):
+        for row in rows:
+            copy.write_row((*row[:-1], json.dumps(row[-1])))
