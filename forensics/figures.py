@@ -119,7 +119,7 @@ def histogram_included(stations: Stations) -> tuple[np.ndarray, dict[str, int]]:
 
 def bin_steps(bin_width: float) -> int:
     """How many bins of ``bin_width`` pp span 0..100; the width must divide 100."""
-    steps = round(100 / bin_width)
+    steps = round(100 / bin_width) if bin_width > 0 else 0
     if steps < 1 or abs(steps * bin_width - 100) > 1e-9 * 100:
         raise ValueError(f"{bin_width} does not divide 100 into whole bins.")
     return steps

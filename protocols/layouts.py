@@ -81,14 +81,14 @@ def _plain_layout(header: list[str], names: list[str]) -> Layout:
     if missing:
         raise LayoutError(
             f"The plain protocol header lacks column(s) {', '.join(missing)}: expected code[,name],"
-            f"{','.join(FIELDS)} followed by one column per option; got {','.join(header)}."
+            f"{','.join(FIELDS)} followed by one column per option; got {','.join(header)}. Nothing was stored."
         )
     _no_repeats(names)
     known = {*PLAIN_IDENTITY, *PLAIN_OPTIONAL_IDENTITY, *FIELDS}
     identity = {c: names.index(c) for c in (*PLAIN_IDENTITY, *PLAIN_OPTIONAL_IDENTITY) if c in names}
     options = tuple((i, header[i].strip()) for i, name in enumerate(names) if name not in known)
     if not options:
-        raise LayoutError("The plain protocol header names no option columns after the protocol fields.")
+        raise LayoutError("The plain protocol header names no option columns. Nothing was stored.")
     return Layout("plain", identity, tuple(names.index(f) for f in FIELDS), options, (), len(header))
 
 
