@@ -74,7 +74,7 @@ def integer_excess_png(data: dict, title: str) -> bytes:
         linewidth=1.2,
         label=f"expected under binomial resampling ({data['reps']} repetitions, seed {data['seed']})",
     )
-    axes.set_xlim(-1, 100)
+    axes.set_xlim(-1, 101)
     axes.set_xlabel("Integer percentage")
     axes.set_ylabel("Polling stations")
     axes.set_title(

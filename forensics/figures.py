@@ -16,7 +16,9 @@ import numpy as np
 HISTOGRAM_OF = ("turnout", "leader_result")
 INTEGER_MIN_REGISTERED = 100
 INTEGER_MAX_PERCENT = 99
-INTEGERS = np.arange(0, INTEGER_MAX_PERCENT + 1)
+# A redrawn station can land near 100 % even though observed ones above 99 % are excluded; the
+# authors' baseline counts it there too (docs/FORENSICS.md).
+INTEGERS = np.arange(0, 101)
 # Binomial mass further than this many standard deviations from the mean (about 1e-12 of a
 # station's) is left out of the window sums.
 TAIL_SD = 7
@@ -199,7 +201,7 @@ class IntegerExcess:
     seed: int
     stations: int
     excluded: dict[str, int]
-    observed: dict[str, np.ndarray] = field(default_factory=dict)  # kind -> per integer 0..99
+    observed: dict[str, np.ndarray] = field(default_factory=dict)  # kind -> per integer 0..100
     observed_total: dict[str, int] = field(default_factory=dict)
     expected: dict[str, np.ndarray] = field(default_factory=dict)  # kind -> mean per integer
     expected_total: dict[str, float] = field(default_factory=dict)  # kind -> mean stations per repetition
@@ -291,7 +293,7 @@ def integer_excess(stations: Stations, *, reps: int, seed: int) -> IntegerExcess
 
 
 def _per_integer(values: list[np.ndarray]) -> np.ndarray:
-    """Stations at each integer 0..99 (-1: none); a station near the same integer in several
+    """Stations at each integer 0..100 (-1: none); a station near the same integer in several
     arrays counts once there."""
     counts = np.zeros(len(INTEGERS))
     for i, current in enumerate(values):
@@ -361,7 +363,7 @@ def _multinomial_split(
 
 def _integer_windows(successes: np.ndarray, trials: np.ndarray) -> _Windows:
     """Exact binomial probability that Binomial(n, k/n) lands within ±0.05 pp of each integer
-    percentage 0..99 it can reach (windows further than TAIL_SD standard deviations from the
+    percentage 0..100 it can reach (windows further than TAIL_SD standard deviations from the
     mean hold a negligible mass and are left out)."""
     k = successes.astype(np.int64)
     n = trials.astype(np.int64)
@@ -369,8 +371,8 @@ def _integer_windows(successes: np.ndarray, trials: np.ndarray) -> _Windows:
     safe_n = np.maximum(n, 1)
     p = k / safe_n
     reach = TAIL_SD * np.sqrt(n * p * (1 - p)) + 1
-    low_pp = np.clip(np.floor(100 * (n * p - reach) / safe_n), 0, INTEGER_MAX_PERCENT).astype(np.int64)
-    high_pp = np.clip(np.ceil(100 * (n * p + reach) / safe_n), 0, INTEGER_MAX_PERCENT).astype(np.int64)
+    low_pp = np.clip(np.floor(100 * (n * p - reach) / safe_n), 0, INTEGERS[-1]).astype(np.int64)
+    high_pp = np.clip(np.ceil(100 * (n * p + reach) / safe_n), 0, INTEGERS[-1]).astype(np.int64)
     per_station = high_pp - low_pp + 1
     station = np.repeat(np.arange(stations), per_station)
     integer = low_pp[station] + _ranks(per_station)

@@ -102,12 +102,12 @@ def integer_observed(stations: list[dict]) -> dict[str, int]:
 
 
 def window_probability(k: int, n: int) -> float:
-    """Exact probability that Binomial(n, k/n) lands within ±0.05 pp of an integer 0..99."""
+    """Exact probability that Binomial(n, k/n) lands within ±0.05 pp of an integer percentage."""
     p = k / n
     total = 0.0
     for x in range(n + 1):
         j = near_integer(x, n)
-        if j is not None and j <= 99:
+        if j is not None:
             total += _binomial_pmf(x, n, p)
     return total
 

@@ -73,7 +73,7 @@ def test_integer_excess_reports_its_inputs(api_client, protocol_election, protoc
     for kind in ("turnout", "leader_result", "either"):
         assert body[kind]["observed"] == observed[kind]
         assert body[kind]["excess"] == pytest.approx(body[kind]["observed"] - body[kind]["expected"])
-        assert [p["percent"] for p in body[kind]["per_integer"]] == list(range(100))
+        assert [p["percent"] for p in body[kind]["per_integer"]] == list(range(101))
     default = api_client.get(url(protocol_election, "integer-excess")).json()
     assert (default["reps"], default["seed"]) == (1000, 42)
 
