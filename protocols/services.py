@@ -81,6 +81,9 @@ def protocols_import(
         report.ignored_columns = [printable(c) for c in layout.ignored]
         seen: dict[str, int] = {}  # station code -> line, to reject a station given twice
         with transaction.atomic():
+            # Two imports of one election at once would both replace the same rows: the second
+            # waits here for the first to commit.
+            Election.objects.select_for_update().filter(pk=election.pk).first()
             record = ProtocolImport.objects.create(
                 election=election, source=path.name[:500], file_format=layout.file_format
             )

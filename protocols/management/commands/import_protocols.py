@@ -4,6 +4,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from elections.management.commands._bulk import sql_log_off
 from elections.models import Election
 from protocols.importers import ImportFileError
 from protocols.layouts import FORMATS
@@ -58,14 +59,15 @@ class Command(BaseCommand):
             bar.update(position - bar.n)
 
         try:
-            report = protocols_import(
-                path=options["file"],
-                election=election,
-                file_format=options["format"],
-                on_rejected=on_rejected,
-                on_progress=on_progress,
-                batch_size=options["batch_size"],
-            )
+            with sql_log_off():
+                report = protocols_import(
+                    path=options["file"],
+                    election=election,
+                    file_format=options["format"],
+                    on_rejected=on_rejected,
+                    on_progress=on_progress,
+                    batch_size=options["batch_size"],
+                )
         except ImportFileError as error:
             raise CommandError(str(error)) from None
         finally:
