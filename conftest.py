@@ -13,8 +13,10 @@ def _isolated_cache(settings):
     """Each test starts with an empty cache (local memory, or its own Redis key prefix)."""
     from django.core.cache import cache
 
+    from metrics.cache import metrics_cache
+
     cache.clear()
-    return
+    metrics_cache.versions_forget()
 
 
 @pytest.fixture(autouse=True)

@@ -253,6 +253,9 @@ METRICS_FLUSH_PENDING_TTL = int(os.environ.get("METRICS_FLUSH_PENDING_TTL", "15"
 # Cache TTLs: short while an election can still change, long once it is closed.
 METRICS_CACHE_TTL_ACTIVE = int(os.environ.get("METRICS_CACHE_TTL_ACTIVE", "30"))
 METRICS_CACHE_TTL_CLOSED = int(os.environ.get("METRICS_CACHE_TTL_CLOSED", str(24 * 3600)))
+# Seconds a process reuses an election's figures version read from the database before
+# asking again: the longest a failed cache write can leave a reader stale (metrics/cache.py).
+METRICS_VERSION_RECHECK_SECONDS = float(os.environ.get("METRICS_VERSION_RECHECK_SECONDS", "1"))
 
 # --- Security (production: DEBUG off) ---------------------------------------------------
 

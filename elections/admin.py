@@ -1,19 +1,18 @@
 """Admin for what was observed (SPEC section 9).
 
-Writes go through the same doors as every other ingest path: adding or changing a
-transaction is ``Transaction.save`` (derives the hour; signals mark the buckets dirty), and
-deleting goes through ``elections.services.transactions_delete``, so metrics follow.
-Nothing here inlines the thousands of rows an election owns; pages link to filtered lists.
+Every add, change and delete goes through the elections service layer, the one write path
+(the metrics app learns of it there, never from here). Nothing here inlines the thousands of
+rows an election owns; pages link to filtered lists, and apps above this one add theirs.
 """
 
-from django.contrib import admin, messages
-from django.db import transaction
-from django.db.models import Count
+from django.contrib import admin
+from django.db.models import CASCADE, Count
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from election_monitor.admin_utils import (
+from elections import services
+from elections.admin_utils import (
     ELECTION_PARAMETER,
     ConstituencyListFilter,
     ElectionListFilter,
@@ -28,8 +27,6 @@ from elections.models import (
     Transaction,
     grace_period,
 )
-from elections.services import transactions_delete
-from elections.signals import buckets_changed
 
 
 def _changelist_link(model_name: str, label: str, **params) -> str:
@@ -65,7 +62,9 @@ class ElectionAdmin(admin.ModelAdmin):
     ordering = ("-starts_at", "-id")
     readonly_fields = ("status", "created_at", "related_lists")
     fields = ("code", "name", "timezone", "starts_at", "ends_at", "status", "created_at", "related_lists")
-    actions = ("recompute_metrics",)
+    # (admin URL name, label) of the lists linked from an election's page; apps that derive
+    # data from elections extend it.
+    related_changelists = (("elections_transaction", "Transactions"),)
 
     def get_queryset(self, request):
         # One grouped count over the constituency table, not a query per election.
@@ -87,60 +86,23 @@ class ElectionAdmin(admin.ModelAdmin):
         # millions of transactions.
         links = [
             ("elections_constituency", f"Constituencies ({obj.constituencies.count()})"),
-            ("elections_transaction", "Transactions"),
-            ("metrics_hourlystats", "Hourly stats"),
-            ("metrics_anomaly", "Anomalies"),
+            *self.related_changelists,
         ]
         return format_html_join(
             " · ", "{}", ((_changelist_link(name, label, **{ELECTION_PARAMETER: obj.pk}),) for name, label in links)
         )
 
-    @admin.action(description="Recompute metrics of the selected elections")
-    def recompute_metrics(self, request, queryset):
-        from metrics.tasks import recompute_election
-
-        for election in queryset.order_by("id"):
-            try:
-                outcome = recompute_election.delay(election.id)
-            except Exception as error:
-                # The broker is down: say so; nothing was changed, the action can be re-run.
-                self.message_user(
-                    request,
-                    f"Could not queue the recompute of {election.code}: {error}. "
-                    f"Run `manage.py backfill_metrics --election {election.code}` instead.",
-                    messages.ERROR,
-                )
-                continue
-            if outcome.ready():
-                # Eager Celery (the embedded default): it already ran, so report what it did.
-                result = outcome.get()
-                self.message_user(
-                    request,
-                    f"Recomputed the metrics of {election.code}: {result['buckets_recounted']} buckets recounted, "
-                    f"{result['rows_written']} hourly rows written, {result['rows_deleted']} deleted, "
-                    f"{result['constituencies_refreshed']} constituencies refreshed.",
-                    messages.SUCCESS,
-                )
-            else:
-                self.message_user(
-                    request, f"Queued a metrics recompute of {election.code} (task {outcome.id}).", messages.SUCCESS
-                )
+    def save_model(self, request, obj, form, change):
+        services.election_save(election=obj)
 
     def get_deleted_objects(self, objs, request):
         return _summarized_deletion(objs, request, election_ids=[obj.pk for obj in objs])
 
     def delete_model(self, request, obj):
-        election_id = obj.pk
-        with transaction.atomic():
-            obj.delete()
-            _invalidate_after_commit(election_id)
+        services.elections_delete(queryset=Election.objects.filter(pk=obj.pk))
 
     def delete_queryset(self, request, queryset):
-        election_ids = list(queryset.values_list("id", flat=True))
-        with transaction.atomic():
-            queryset.delete()
-            for election_id in election_ids:
-                _invalidate_after_commit(election_id)
+        services.elections_delete(queryset=queryset)
 
 
 @admin.register(Constituency)
@@ -162,6 +124,7 @@ class ConstituencyAdmin(LargeTableAdmin):
     ordering = ("id",)
     metric_fields = CONSTITUENCY_METRIC_FIELDS
     readonly_fields = (*metric_fields, "related_lists")
+    related_changelists = (("elections_transaction", "Transactions"),)
     fieldsets = (
         (None, {"fields": ("election", "code", "name", "registered_voters")}),
         ("Metrics (written by the metrics engine)", {"fields": (*metric_fields, "related_lists")}),
@@ -175,13 +138,13 @@ class ConstituencyAdmin(LargeTableAdmin):
     def related_lists(self, obj: Constituency) -> str:
         if not obj.pk:
             return "-"
-        links = [
-            ("elections_transaction", "Transactions"),
-            ("metrics_hourlystats", "Hourly stats"),
-            ("metrics_anomaly", "Anomalies"),
-        ]
         params = {ELECTION_PARAMETER: obj.election_id, "constituency": obj.pk}
-        return format_html_join(" · ", "{}", ((_changelist_link(name, label, **params),) for name, label in links))
+        return format_html_join(
+            " · ", "{}", ((_changelist_link(name, label, **params),) for name, label in self.related_changelists)
+        )
+
+    def save_model(self, request, obj, form, change):
+        services.constituency_save(constituency=obj)
 
     def get_deleted_objects(self, objs, request):
         return _summarized_deletion(objs, request, constituency_ids=[obj.pk for obj in objs])
@@ -190,15 +153,7 @@ class ConstituencyAdmin(LargeTableAdmin):
         self.delete_queryset(request, Constituency.objects.filter(pk=obj.pk))
 
     def delete_queryset(self, request, queryset):
-        election_ids = set(queryset.values_list("election_id", flat=True))
-        with transaction.atomic():
-            queryset.delete()
-            # The remaining constituencies' spikes were judged against the deleted ones, and
-            # the election's totals included them: recompute the election.
-            for election_id in election_ids:
-                buckets_changed.send(
-                    sender=Constituency, election_id=election_id, buckets={(None, None)}, defer_flush=False
-                )
+        services.constituencies_delete(queryset=queryset)
 
 
 @admin.register(Transaction)
@@ -243,41 +198,42 @@ class TransactionAdmin(LargeTableAdmin):
         perms_needed = set() if request.user.has_perm("elections.delete_transaction") else {"transaction"}
         return [f"{count} transactions"], {"transactions": count}, perms_needed, []
 
+    def save_model(self, request, obj, form, change):
+        services.transaction_save(instance=obj)
+
     def delete_model(self, request, obj):
-        transactions_delete(queryset=Transaction.objects.filter(pk=obj.pk))
+        services.transactions_delete(queryset=Transaction.objects.filter(pk=obj.pk))
 
     def delete_queryset(self, request, queryset):
-        transactions_delete(queryset=queryset)
+        services.transactions_delete(queryset=queryset)
 
 
 def _summarized_deletion(objs, request, *, election_ids=(), constituency_ids=()):
     """The delete confirmation lists the objects and *counts* what cascades with them;
-    Django's default would load and render every one of their millions of transactions."""
-    from metrics.models import Anomaly, DirtyBucket, HourlyStats
+    Django's default would load and render every one of their millions of transactions.
 
-    if election_ids:
-        scope = {"election_id__in": election_ids}
-        cascades = [Constituency, Transaction, HourlyStats, Anomaly, DirtyBucket]
-    else:
-        scope = {"constituency_id__in": constituency_ids}
-        cascades = [Transaction, HourlyStats, Anomaly, DirtyBucket]
-    model_count = {objs[0]._meta.verbose_name_plural: len(objs)} if objs else {}
+    What cascades is found from the model relations, so rows other apps keep per election
+    or constituency are counted without this app knowing them."""
+    if not objs:
+        return [], {}, set(), []
+    model = type(objs[0])
+    scope = {"election_id__in": election_ids} if election_ids else {"constituency_id__in": constituency_ids}
+    cascades = [
+        relation.related_model
+        for relation in model._meta.related_objects
+        if relation.on_delete is CASCADE and relation.field.attname in ("election_id", "constituency_id")
+    ]
+    model_count = {model._meta.verbose_name_plural: len(objs)}
     perms_needed = set()
-    for model in [type(objs[0]), *cascades] if objs else []:
-        opts = model._meta
-        if not request.user.has_perm(f"{opts.app_label}.delete_{opts.model_name}") and model is not DirtyBucket:
+    for counted in [model, *cascades]:
+        opts = counted._meta
+        if not request.user.has_perm(f"{opts.app_label}.delete_{opts.model_name}"):
             perms_needed.add(opts.verbose_name)
-    for model in cascades:
-        count = model.objects.filter(**scope).count()
+    for counted in cascades:
+        count = counted.objects.filter(**scope).count()
         if count:
-            model_count[model._meta.verbose_name_plural] = count
+            model_count[counted._meta.verbose_name_plural] = count
     to_delete = [format_html("{}: {}", obj._meta.verbose_name.capitalize(), obj) for obj in objs] + [
         f"{count} {name}" for name, count in list(model_count.items())[1:]
     ]
     return to_delete, model_count, perms_needed, []
-
-
-def _invalidate_after_commit(election_id: int) -> None:
-    from metrics.cache import metrics_cache
-
-    transaction.on_commit(lambda: metrics_cache.invalidate_election(election_id))

@@ -20,17 +20,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from django.db import connection, connections, transaction
+from django.db import connection, connections
 
-from elections.models import Constituency, Election, Transaction
+from elections.models import Constituency, Election
 from elections.services import (
     IngestResult,
     RowError,
     TransactionRow,
+    constituencies_upsert,
     transaction_row_parse,
     transactions_ingest,
 )
-from elections.signals import buckets_changed, constituencies_changed
 
 logger = logging.getLogger(__name__)
 
@@ -233,9 +233,9 @@ def transactions_import(
 ) -> TransactionImportReport:
     """Import a transactions file into ``election``; returns the counts.
 
-    Each batch is stored by transactions_ingest in its own database transaction, with its
-    dirty marks (durable) but without a flush; one flush of the election is requested at
-    the end, also when the import stops half-way (the stored batches still need metrics).
+    Each batch is stored by transactions_ingest in its own database transaction, which
+    announces its buckets like every other write: metrics follow while the import runs,
+    and a failure half-way keeps (and has announced) every batch already stored.
     ``on_progress(position, size)`` reports bytes of the file on disk.
     """
     fmt, gzipped = file_format_detect(path, fmt)
@@ -284,8 +284,6 @@ def transactions_import(
             failed = False
         finally:
             writer.close(raise_errors=not failed)
-            if report.created:
-                _flush_request_soft(election_id=election.id)
     if on_progress:
         on_progress(source.size, source.size)
     return report
@@ -310,10 +308,10 @@ class _BatchWriter:
 
     def submit(self, rows: list[TransactionRow]) -> None:
         if self.pool is None:
-            self.on_stored(transactions_ingest(rows=rows, defer_flush=True))
+            self.on_stored(transactions_ingest(rows=rows))
             return
         self._wait()
-        self.pending = self.pool.submit(transactions_ingest, rows=rows, defer_flush=True)
+        self.pending = self.pool.submit(transactions_ingest, rows=rows)
 
     def _wait(self) -> None:
         if self.pending is not None:
@@ -334,21 +332,6 @@ class _BatchWriter:
         finally:
             self.pool.submit(connections.close_all).result()
             self.pool.shutdown()
-
-
-def metrics_flush_request(*, election_id: int) -> None:
-    """Ask for one flush of the election's dirty marks (queued after commit)."""
-    with transaction.atomic():
-        buckets_changed.send(sender=Transaction, election_id=election_id, buckets=set(), defer_flush=False)
-
-
-def _flush_request_soft(*, election_id: int) -> None:
-    # Runs in a ``finally``: when the import failed because the database went away, this
-    # must not hide that error. The marks are durable; the beat sweep flushes them.
-    try:
-        metrics_flush_request(election_id=election_id)
-    except Exception:
-        logger.warning("could not request a metrics flush for election %s; the sweep will", election_id, exc_info=True)
 
 
 # --- constituencies ---------------------------------------------------------------------
@@ -396,9 +379,7 @@ def _constituency_parse(record: dict) -> tuple[str, str, int]:
 def constituencies_import(*, path: Path, election: Election, on_rejected: OnRejected) -> ConstituencyImportReport:
     """Create or update the election's constituencies from a CSV code,name,registered_voters.
 
-    Upserts by (election, code) in one database transaction. bulk_update bypasses the
-    post_save receiver, so a changed registered_voters marks that constituency dirty here
-    (every participation rate and turnout anomaly of it depends on the number).
+    Upserts by (election, code) in one database transaction (elections.services).
     """
     _, gzipped = file_format_detect(path, "csv")
     report = ConstituencyImportReport()
@@ -421,29 +402,9 @@ def constituencies_import(*, path: Path, election: Election, on_rejected: OnReje
                 continue
             wanted[code] = (line, name, voters)
 
-    with transaction.atomic():
-        existing = {c.code: c for c in Constituency.objects.filter(election=election, code__in=list(wanted))}
-        new, changed, revoted = [], [], set()
-        for code, (_, name, voters) in wanted.items():
-            current = existing.get(code)
-            if current is None:
-                new.append(Constituency(election=election, code=code, name=name, registered_voters=voters))
-            elif (current.name, current.registered_voters) != (name, voters):
-                if current.registered_voters != voters:
-                    revoted.add(current.id)
-                current.name, current.registered_voters = name, voters
-                changed.append(current)
-        Constituency.objects.bulk_create(new, batch_size=1000)
-        Constituency.objects.bulk_update(changed, ["name", "registered_voters"], batch_size=1000)
-        if new or changed:
-            constituencies_changed.send(sender=Constituency, election_id=election.id)
-        if revoted:
-            buckets_changed.send(
-                sender=Constituency,
-                election_id=election.id,
-                buckets={(pk, None) for pk in revoted},
-                defer_flush=False,
-            )
-    report.created, report.updated = len(new), len(changed)
-    report.unchanged = len(wanted) - len(new) - len(changed)
+    created, updated = constituencies_upsert(
+        election_id=election.id, wanted={code: (name, voters) for code, (_, name, voters) in wanted.items()}
+    )
+    report.created, report.updated = created, updated
+    report.unchanged = len(wanted) - created - updated
     return report

@@ -69,11 +69,6 @@ class Election(models.Model):
     def status(self) -> str:
         return self.status_at(timezone.now())
 
-    def save(self, *args, **kwargs):
-        # post_save marks the election dirty when its window moves: commit both together.
-        with transaction.atomic():
-            super().save(*args, **kwargs)
-
     def clean(self):
         if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
             raise ValidationError({"ends_at": "The voting window must end after it starts."})
@@ -131,9 +126,7 @@ class Constituency(models.Model):
         # only the fields a person can edit.
         if not self._state.adding and kwargs.get("update_fields") is None and not kwargs.get("force_insert"):
             kwargs["update_fields"] = [f.name for f in self._meta.concrete_fields if f.editable and not f.primary_key]
-        # post_save marks buckets dirty: the mark must commit with the row, even in autocommit.
-        with transaction.atomic():
-            super().save(*args, **kwargs)
+        super().save(*args, **kwargs)
 
 
 class TransactionKind(models.TextChoices):
@@ -180,30 +173,10 @@ class Transaction(models.Model):
     def __str__(self) -> str:
         return self.tx_hash
 
-    def clean(self):
-        if self.constituency_id and self.election_id and self.constituency.election_id != self.election_id:
-            raise ValidationError({"constituency": "The constituency belongs to another election."})
-
-    @classmethod
-    def from_db(cls, db, field_names, values):
-        instance = super().from_db(db, field_names, values)
-        # Remembered so that moving a transaction to another bucket marks the old one dirty
-        # too, and so that it cannot silently move to another election.
-        instance.loaded_bucket = (instance.__dict__.get("constituency_id"), instance.__dict__.get("hour"))
-        instance.loaded_election_id = instance.__dict__.get("election_id")
-        return instance
-
-    def delete(self, *args, **kwargs):
-        # Through the ingest service, so the bucket is marked dirty like every other write
-        # (cascades and QuerySet.delete() do not come here: the sweep covers active elections).
-        from elections.services import transactions_delete
-
-        deleted = transactions_delete(queryset=Transaction.objects.filter(pk=self.pk))
-        return deleted, {self._meta.label: deleted}
-
     def save(self, *args, **kwargs):
-        # The ORM path of ingest: keep the derived bucket and the election in step with the
-        # constituency. Bulk paths compute the same in elections.services.
+        # Keep the derived bucket and the election in step with the constituency (the bulk
+        # path derives the same in elections.services). No side effects: the post_save
+        # receiver of the metrics app is the one that reacts.
         if self.election_id is None and self.constituency_id is not None:
             self.election_id = self.constituency.election_id
         if self.constituency.election_id != self.election_id:
@@ -218,6 +191,26 @@ class Transaction(models.Model):
         update_fields = kwargs.get("update_fields")
         if update_fields is not None and "timestamp" in update_fields:
             kwargs["update_fields"] = {*update_fields, "hour"}
-        # post_save writes the dirty mark: it must commit with the row, even in autocommit.
+        # Subtle: post_save writes the dirty mark; atomic makes it commit with the row even
+        # when the caller is in autocommit (a shell).
         with transaction.atomic():
             super().save(*args, **kwargs)
+
+    def clean(self):
+        if self.constituency_id and self.election_id and self.constituency.election_id != self.election_id:
+            raise ValidationError({"constituency": "The constituency belongs to another election."})
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        instance.remember_bucket()
+        instance.loaded_election_id = instance.__dict__.get("election_id")
+        return instance
+
+    def remember_bucket(self) -> None:
+        """The bucket the row is stored in, so that moving it can announce the old one too."""
+        self._stored_bucket = (self.__dict__.get("constituency_id"), self.__dict__.get("hour"))
+
+    def loaded_buckets(self) -> set[tuple]:
+        stored = getattr(self, "_stored_bucket", None)
+        return {stored} if stored and stored[0] is not None else set()

@@ -1,21 +1,34 @@
-"""Ingest: every path that stores transactions (API, bulk API, imports, seed) ends here."""
+"""The one write path of observed data (docs/ARCHITECTURE in the README: "One write path").
+
+Every change to elections, constituencies and transactions -- the API, the bulk API, both
+imports, the admin, the demo loader -- goes through a function here. Each validates, writes
+in one database transaction and announces what changed exactly one way:
+
+- a single saved Transaction announces itself through Django's ``post_save``;
+- every other change hands its buckets to ``elections.signals.buckets_changed``, inside the
+  same database transaction, so the metrics side's dirty marks commit with the data.
+
+Nothing here knows what listens; the metrics app does (it may import this app, never the
+reverse).
+"""
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
+from election_monitor import bulk_sql
 from elections.models import Constituency, Election, Transaction, TransactionKind
-from elections.signals import buckets_changed
+from elections.signals import EVERY_HOUR, WHOLE_ELECTION, buckets_changed
 from elections.timebuckets import hour_bucket, zone
 
 TX_HASH_MAX_LENGTH = Transaction._meta.get_field("tx_hash").max_length
 KINDS = frozenset(TransactionKind.values)
-INSERT_BATCH = 2000
 BLOCK_NUMBER_MAX = 2**63 - 1
 
 
@@ -52,11 +65,7 @@ class ConstituencyRef(NamedTuple):
 class IngestResult:
     created: int = 0
     duplicates: int = 0
-    buckets: set = None
-
-    def __post_init__(self):
-        if self.buckets is None:
-            self.buckets = set()
+    buckets: set = field(default_factory=set)
 
 
 def parse_aware_datetime(value, *, field: str = "timestamp") -> datetime:
@@ -158,12 +167,13 @@ def transaction_row_parse(
     return TransactionRow(tx_hash, constituency.election_id, constituency.id, kind, timestamp, block_number)
 
 
-def transactions_ingest(*, rows: Sequence[TransactionRow], defer_flush: bool = False) -> IngestResult:
-    """Store new transactions, skip already-stored tx_hashes, and mark their buckets dirty.
+def transactions_ingest(*, rows: Sequence[TransactionRow]) -> IngestResult:
+    """Store new transactions, skip already-stored tx_hashes, and announce their buckets.
 
-    All-or-nothing: runs in one database transaction. Duplicates (already stored, or
-    repeated within ``rows``) are counted, not errors. The metrics pipeline is told through
-    ``buckets_changed`` inside the same transaction, so the dirty marks commit with the rows.
+    All-or-nothing: one database transaction. Duplicates (already stored, or repeated
+    within ``rows``) are counted, not errors. The buckets go out through
+    ``buckets_changed`` inside the same transaction, so the metrics side's dirty marks
+    commit with the rows.
     """
     result = IngestResult()
     if not rows:
@@ -182,7 +192,9 @@ def transactions_ingest(*, rows: Sequence[TransactionRow], defer_flush: bool = F
     ]  # fmt: skip
 
     with transaction.atomic():
-        created_buckets = _insert_ignoring_duplicates(values)
+        created_buckets = bulk_sql.rows_insert_new(
+            Transaction, _COLUMNS, values, unique="tx_hash", group_by=("election", "constituency", "hour")
+        )
         result.created = sum(created_buckets.values())
         result.duplicates = len(values) - result.created
         by_election: dict[int, set] = {}
@@ -190,150 +202,149 @@ def transactions_ingest(*, rows: Sequence[TransactionRow], defer_flush: bool = F
             by_election.setdefault(election_id, set()).add((constituency_id, hour))
         for election_id, buckets in by_election.items():
             result.buckets |= buckets
-            buckets_changed.send(sender=Transaction, election_id=election_id, buckets=buckets, defer_flush=defer_flush)
+            buckets_changed.send(sender=Transaction, election_id=election_id, buckets=buckets)
     return result
 
 
-_COLUMNS = ("tx_hash", "election_id", "constituency_id", "kind", "timestamp", "hour", "block_number", "received_at")
+_COLUMNS = ("tx_hash", "election", "constituency", "kind", "timestamp", "hour", "block_number", "received_at")
 
 
-def _insert_ignoring_duplicates(values: list[tuple]) -> dict[tuple, int]:
-    """Insert rows whose tx_hash is new (the first of repeats within ``values``); return
-    how many were inserted into each (election_id, constituency_id, hour) bucket.
+def transaction_create(*, row: TransactionRow) -> tuple[Transaction, bool]:
+    """Store one transaction through the ORM; (the stored transaction, created?).
 
-    One statement per chunk of ``INSERT ... ON CONFLICT (tx_hash) DO NOTHING RETURNING``:
-    on PostgreSQL the rows arrive by COPY into a temporary table first (several times
-    faster than a multi-row VALUES list with its thousands of bound parameters), elsewhere
-    as a multi-row VALUES list (SQLite ≥ 3.35 has ON CONFLICT ... RETURNING too). Either
-    way rows are inserted in the given order and the result is the same.
-    """
-    if not values:
-        return {}
-    if connection.vendor == "postgresql":
-        return _insert_ignoring_duplicates_copy(values)
-    table = connection.ops.quote_name(Transaction._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(c) for c in _COLUMNS)
-    adapt = _row_adapter()
-    buckets: dict[str, tuple] = {}
-    for tx_hash, election_id, constituency_id, _, _, hour, _, _ in values:
-        buckets.setdefault(tx_hash, (election_id, constituency_id, hour))
-    created: dict[tuple, int] = {}
-    with connection.cursor() as cursor:
-        for start in range(0, len(values), INSERT_BATCH):
-            chunk = values[start : start + INSERT_BATCH]
-            placeholders = ", ".join(["(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"] * len(chunk))
-            params = [value for row in chunk for value in adapt(row)]
-            cursor.execute(
-                f"INSERT INTO {table} ({columns}) VALUES {placeholders} "
-                f"ON CONFLICT (tx_hash) DO NOTHING RETURNING tx_hash",
-                params,
-            )
-            for (tx_hash,) in cursor.fetchall():
-                bucket = buckets[tx_hash]
-                created[bucket] = created.get(bucket, 0) + 1
-    return created
-
-
-_STAGE = "elections_transaction_stage"
-_STAGE_TYPES = ("int4", "varchar", "int8", "int8", "varchar", "timestamptz", "timestamptz", "int8", "timestamptz")
-
-
-def _insert_ignoring_duplicates_copy(values: list[tuple]) -> dict[tuple, int]:
-    """PostgreSQL: COPY into a session temp table, then one INSERT ... SELECT per call,
-    which answers with the inserted rows counted per bucket (a few thousand rows instead
-    of one per transaction).
-
-    Subtle: the stage table lives as long as the connection and is emptied by the same
-    statement that moves its rows (DELETE ... RETURNING in a CTE), so a second call within
-    one outer transaction never sees the first call's rows; ON COMMIT DELETE ROWS is the
-    backstop when a statement fails half-way and the transaction is rolled back to a savepoint.
-    """
-    table = connection.ops.quote_name(Transaction._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(c) for c in _COLUMNS)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} ("
-            "ord integer NOT NULL, tx_hash varchar(128) NOT NULL, election_id bigint NOT NULL, "
-            "constituency_id bigint NOT NULL, kind varchar(32) NOT NULL, timestamp timestamptz NOT NULL, "
-            "hour timestamptz NOT NULL, block_number bigint, received_at timestamptz NOT NULL"
-            ") ON COMMIT DELETE ROWS"
+    A single save is the product's defining trigger: its ``post_save`` reaches the metrics
+    pipeline (after commit). An already-stored tx_hash answers with the stored row."""
+    with transaction.atomic():
+        stored = Transaction.objects.filter(tx_hash=row.tx_hash).first()
+        if stored is not None:
+            return stored, False
+        candidate = Transaction(
+            tx_hash=row.tx_hash,
+            election_id=row.election_id,
+            constituency_id=row.constituency_id,
+            kind=row.kind,
+            timestamp=row.timestamp,
+            block_number=row.block_number,
         )
-        with connection.wrap_database_errors:
-            # Binary COPY with declared types: psycopg packs the values in C, ten times less
-            # CPU than formatting datetimes as text.
-            with cursor.cursor.copy(f"COPY {_STAGE} (ord, {columns}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(_STAGE_TYPES)
-                write_row = copy.write_row
-                for ord_, row in enumerate(values):
-                    write_row((ord_, *row))
-        cursor.execute(
-            f"WITH staged AS (DELETE FROM {_STAGE} RETURNING *), "
-            f"inserted AS (INSERT INTO {table} ({columns}) SELECT {columns} FROM staged ORDER BY ord "
-            f"ON CONFLICT (tx_hash) DO NOTHING RETURNING election_id, constituency_id, hour) "
-            f"SELECT election_id, constituency_id, hour, count(*) FROM inserted GROUP BY 1, 2, 3"
+        try:
+            with transaction.atomic():
+                candidate.save(force_insert=True)
+        except IntegrityError:
+            # A concurrent request stored the same tx_hash between the look-up and the insert.
+            return Transaction.objects.get(tx_hash=row.tx_hash), False
+    return candidate, True
+
+
+def transaction_save(*, instance: Transaction) -> Transaction:
+    """Save an added or edited transaction (admin): ``post_save`` announces both its new
+    bucket and, for an edit that moved it, the bucket it left."""
+    with transaction.atomic():
+        instance.save()
+    return instance
+
+
+def transactions_delete(*, queryset: QuerySet) -> int:
+    """Delete transactions and announce their buckets (set-based: one DISTINCT query).
+
+    Subtle: Transaction has no ``post_delete`` receiver on purpose: one would make Django
+    load every transaction of a deleted election into memory. A bare ``QuerySet.delete()``
+    bypasses this function; the sweep and the drift verification repair what it leaves."""
+    with transaction.atomic():
+        buckets_by_election: dict[int, set] = {}
+        for election_id, constituency_id, hour in (
+            queryset.values_list("election_id", "constituency_id", "hour").distinct().order_by()
+        ):
+            buckets_by_election.setdefault(election_id, set()).add((constituency_id, hour))
+        deleted, _ = queryset.delete()
+        for election_id, buckets in buckets_by_election.items():
+            buckets_changed.send(sender=Transaction, election_id=election_id, buckets=buckets)
+    return deleted
+
+
+# --- elections ------------------------------------------------------------------------------
+
+
+def election_save(*, election: Election) -> Election:
+    """Create or save an edited election. A moved voting window changes every velocity and
+    the outside-window anomalies; any edit (a name) shows in the election's figures, and a
+    new election gets its first, empty, figures."""
+    with transaction.atomic():
+        election.full_clean()
+        election.save()
+        buckets_changed.send(sender=Election, election_id=election.id, buckets={WHOLE_ELECTION})
+    return election
+
+
+def elections_delete(*, queryset: QuerySet) -> int:
+    """Delete elections with everything they own (cascades).
+
+    Nothing is announced: no figure of a deleted election survives, and readers anchor
+    their cached figures in rows the cascade removes."""
+    with transaction.atomic():
+        deleted, _ = queryset.delete()
+    return deleted
+
+
+# --- constituencies -------------------------------------------------------------------------
+
+
+def constituency_save(*, constituency: Constituency) -> Constituency:
+    """Create or save an edited constituency (an edit writes its editable fields only).
+    Registered voters feed every participation rate and turnout anomaly of it; a name shows
+    in its figures."""
+    with transaction.atomic():
+        constituency.full_clean()
+        constituency.save()
+        buckets_changed.send(
+            sender=Constituency, election_id=constituency.election_id, buckets={(constituency.id, EVERY_HOUR)}
         )
-        return {(election_id, constituency_id, hour): n for election_id, constituency_id, hour, n in cursor.fetchall()}
+    return constituency
 
 
-def _row_adapter() -> Callable[[tuple], tuple]:
-    """Raw SQL bypasses field adaptation: SQLite stores datetimes as naive UTC text.
+def constituencies_upsert(*, election_id: int, wanted: Mapping[str, tuple[str, int]]) -> tuple[int, int]:
+    """Create or update the election's constituencies by code: {code: (name, registered
+    voters)}; returns (created, updated). Set-based, one database transaction."""
+    with transaction.atomic():
+        existing = {c.code: c for c in Constituency.objects.filter(election_id=election_id, code__in=list(wanted))}
+        new, changed = [], []
+        for code, (name, voters) in wanted.items():
+            current = existing.get(code)
+            if current is None:
+                new.append(Constituency(election_id=election_id, code=code, name=name, registered_voters=voters))
+            elif (current.name, current.registered_voters) != (name, voters):
+                current.name, current.registered_voters = name, voters
+                changed.append(current)
+        Constituency.objects.bulk_create(new, batch_size=1000)
+        Constituency.objects.bulk_update(changed, ["name", "registered_voters"], batch_size=1000)
+        if new or changed:
+            created_ids = Constituency.objects.filter(
+                election_id=election_id, code__in=[c.code for c in new]
+            ).values_list("id", flat=True)
+            buckets = {(pk, EVERY_HOUR) for pk in [*created_ids, *(c.id for c in changed)]}
+            buckets_changed.send(sender=Constituency, election_id=election_id, buckets=buckets)
+    return len(new), len(changed)
 
-    Rows of one batch share their hour buckets, their received_at and often their
-    timestamps, so each distinct datetime is converted once.
-    """
-    if connection.vendor != "sqlite":
-        return lambda row: row
-    utc = zone("UTC")
-    fixed_utc = UTC
-    texts: dict[datetime, str] = {}
 
-    def text(value: datetime) -> str:
-        if value.tzinfo is fixed_utc:  # parsed '...Z' / '+00:00', and every hour bucket
-            return value.isoformat(" ")[:-6]  # without the '+00:00'
-        if value.fold:
-            # Subtle: within one zone, datetimes compare and hash ignoring fold, so the second
-            # of two ambiguous wall times would find the first's text; never cache those.
-            return value.astimezone(utc).replace(tzinfo=None).isoformat(" ")
-        found = texts.get(value)
-        if found is None:
-            found = texts[value] = value.astimezone(utc).replace(tzinfo=None).isoformat(" ")
-        return found
-
-    def adapt(row: tuple) -> tuple:
-        tx_hash, election_id, constituency_id, kind, timestamp, hour, block_number, received_at = row
-        return (
-            tx_hash,
-            election_id,
-            constituency_id,
-            kind,
-            text(timestamp),
-            text(hour),
-            block_number,
-            text(received_at),
-        )
-
-    return adapt
+def constituencies_delete(*, queryset: QuerySet) -> int:
+    """Delete constituencies with their transactions. The remaining constituencies' spikes
+    were judged against the deleted ones and the election's totals counted them: their
+    elections are announced whole."""
+    with transaction.atomic():
+        election_ids = set(queryset.values_list("election_id", flat=True).distinct().order_by())
+        deleted, _ = queryset.delete()
+        for election_id in sorted(election_ids):
+            buckets_changed.send(sender=Constituency, election_id=election_id, buckets={WHOLE_ELECTION})
+    return deleted
 
 
 def constituency_lookup_by_id(ids: Iterable) -> Callable:
     """A lookup for API items, which name constituencies by id; one query for the batch."""
-    wanted = {pk for pk in map(_as_id, ids) if pk is not None}
-    if not wanted:
-        found = {}
-    elif connection.vendor == "postgresql":
-        # One array parameter: Django's IN list compiles and binds a parameter per id
-        # (for 2,000 ids 12 ms of CPU against 4 ms).
-        table = connection.ops.quote_name(Constituency._meta.db_table)
-        with connection.cursor() as cursor:
-            cursor.execute(f"SELECT id, election_id, code FROM {table} WHERE id = ANY(%s)", [list(wanted)])
-            found = {pk: ConstituencyRef(pk, election_id, code) for pk, election_id, code in cursor.fetchall()}
-    else:
-        found = {
-            pk: ConstituencyRef(pk, election_id, code)
-            for pk, election_id, code in Constituency.objects.filter(pk__in=wanted).values_list(
-                "id", "election_id", "code"
-            )
-        }
+    found = {
+        pk: ConstituencyRef(pk, election_id, code)
+        for pk, (election_id, code) in bulk_sql.rows_by_ids(
+            Constituency, (pk for pk in map(_as_id, ids) if pk is not None), ("election_id", "code")
+        ).items()
+    }
 
     def lookup(value):
         if type(value) is int:  # a JSON integer: any other id is simply not among the keys
@@ -348,7 +359,7 @@ def _as_id(value) -> int | None:
     """An integer id in the database's range (an out-of-range one would crash the query)."""
     if type(value) is int:
         return value if 0 < value <= BLOCK_NUMBER_MAX else None
-    if isinstance(value, (bool, float)):
+    if isinstance(value, bool | float):
         return None
     try:
         pk = int(value)
@@ -359,17 +370,3 @@ def _as_id(value) -> int | None:
 
 def max_ingest_batch() -> int:
     return settings.INGEST_MAX_BATCH
-
-
-def transactions_delete(*, queryset) -> int:
-    """Delete transactions and mark their buckets dirty (set-based: one DISTINCT query)."""
-    with transaction.atomic():
-        buckets_by_election: dict[int, set] = {}
-        for election_id, constituency_id, hour in (
-            queryset.values_list("election_id", "constituency_id", "hour").distinct().order_by()
-        ):
-            buckets_by_election.setdefault(election_id, set()).add((constituency_id, hour))
-        deleted, _ = queryset.delete()
-        for election_id, buckets in buckets_by_election.items():
-            buckets_changed.send(sender=Transaction, election_id=election_id, buckets=buckets, defer_flush=False)
-    return deleted

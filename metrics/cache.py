@@ -1,9 +1,20 @@
-"""Every metrics cache key, TTL and invalidation lives here (SPEC section 6).
+"""Every metrics cache key, TTL and invalidation lives here (SPEC sections 6 and 10).
 
-Invalidation is O(1) per election: each election has a version number, stored with every
-entry computed from it; a recompute bumps the version after it commits, and entries of an
-older version no longer count (they are recomputed over, or age out). A cache outage is never an error: every operation degrades to a
-miss, logged, and the caller answers from the database.
+Invalidation is O(1) per election and anchored in the database: each election has a
+version (metrics.models.MetricsVersion) that every recompute raises inside its own
+database transaction, and every cached entry carries the version it was computed under.
+An entry counts only while its version is the current one, so a committed recompute
+retires every entry of its election in every process, whatever happens to the cache:
+
+- the version is read from the database at most once per METRICS_VERSION_RECHECK_SECONDS
+  per process (a memo), so a reader is never staler than that plus the flush;
+- after commit a recompute also publishes the new version into the cache (one key per
+  election), which readers fetch together with the entry, so on a shared cache (Redis)
+  they see it at once; if that write fails, the memo still bounds the staleness;
+- dashboards (all elections) compare against a fingerprint of every election's version.
+
+A cache outage is never an error: every operation degrades to a miss, logged, and the
+caller answers from the database.
 """
 
 import hashlib
@@ -16,6 +27,11 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import caches
+from django.db import connection, transaction
+
+from election_monitor import bulk_sql
+from elections.models import Election
+from metrics.models import MetricsVersion
 
 logger = logging.getLogger(__name__)
 
@@ -106,32 +122,47 @@ class MetricsCache:
 
     def election_read(self, election_id: int, name: str, compute: Callable[[], Any], ttl, **params) -> "CachedRead":
         """get_or_compute under the election's version, with an ETag for the result."""
-        return self._read(self._version_key(election_id), self.election_key(election_id, name, **params), compute, ttl)
+
+        def version(published: Any) -> int:
+            stored = self._memo(("election", election_id), lambda: election_version_stored(election_id))
+            if stored is None:
+                # Never recomputed (or deleted): what the cache says of it cannot be trusted.
+                return 0
+            return max(stored, published) if isinstance(published, int) else stored
+
+        return self._read(
+            self._version_key(election_id), self.election_key(election_id, name, **params), version, compute, ttl
+        )
 
     def global_read(self, name: str, compute: Callable[[], Any], ttl, **params) -> "CachedRead":
-        """get_or_compute under the version every election's recompute bumps (dashboards)."""
-        return self._read(self.GLOBAL_VERSION_KEY, self.global_key(name, **params), compute, ttl)
+        """get_or_compute under the fingerprint of every election's version (dashboards)."""
+        return self._read(
+            None, self.global_key(name, **params), lambda _: self._memo(("global",), versions_fingerprint), compute, ttl
+        )
 
-    def _read(self, version_key: str, key: str, compute: Callable[[], Any], ttl) -> "CachedRead":
-        """A hit is one round trip: the version and the entry are fetched together, and the
-        entry, stored as (version, ETag, value), counts only if computed under the current
-        version.
+    def _read(self, version_key: str | None, key: str, version_of, compute: Callable[[], Any], ttl) -> "CachedRead":
+        """A hit is one cache round trip (the published version and the entry together);
+        the entry, stored as (version, ETag, value), counts only if computed under the
+        current version (``version_of(published version)``).
 
         Subtle: the version an entry is stored under is the one read *before* its
-        computation read the database, so a recompute that commits meanwhile (and bumps the
-        version) makes the entry stale at once, never the reverse. After a bump, a waiter
-        may sit behind the lock of a computation of the previous version; its entry does
-        not count, so the waiter takes the lock next and computes. The ETag is minted with
-        each computation: a strong validator that changes whenever the value may have (a
-        new version, or a TTL expiry that recomputed clock-dependent parts such as status).
+        computation read the database, so a recompute that commits meanwhile makes the
+        entry stale at once, never the reverse. After a new version, a waiter may sit behind
+        the lock of a computation of the previous one; its entry does not count, so the
+        waiter takes the lock next and computes. The ETag is minted with each computation: a
+        strong validator that changes whenever the value may have (a new version, or a TTL
+        expiry that recomputed clock-dependent parts such as status).
         """
         seen = {}
 
         def fetch():
-            seen["version"], entry = self._versioned_get(version_key, key)
-            return entry if entry is not None and entry[0] == seen["version"] else MISS
+            published, entry = self._entry_get(version_key, key)
+            seen["version"] = version_of(published)
+            if entry is None or entry[0] != seen["version"]:
+                return MISS
+            return entry
 
-        def stamped() -> tuple[int, str, Any]:
+        def stamped() -> tuple[Any, str, Any]:
             version = seen["version"]
             text = f"{key}|{version}|{time.time_ns()}"
             return version, '"' + hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:32] + '"', compute()
@@ -140,35 +171,50 @@ class MetricsCache:
         (_, etag, value), hit = self._compute_once(key, fetch, stamped, entry_ttl)
         return CachedRead(value=value, hit=hit, etag=etag)
 
-    def _versioned_get(self, version_key: str, key: str) -> tuple[int, Any]:
-        """(current version, stored entry or None) in one round trip."""
+    def _entry_get(self, version_key: str | None, key: str) -> tuple[Any, Any]:
+        """(published version or None, stored entry or None) in one round trip."""
         try:
+            if version_key is None:
+                return None, self.backend.get(key)
             found = self.backend.get_many([version_key, key])
         except Exception:
             logger.warning("cache get failed for %s; answering from the database", key, exc_info=True)
-            return time.time_ns(), None
-        version = found.get(version_key)
-        if version is None:
-            version = self._version(version_key)
-        return version, found.get(key)
+            return None, None
+        return found.get(version_key), found.get(key)
+
+    @staticmethod
+    def _memo(name: tuple, read: Callable[[], Any]) -> Any:
+        """``read()`` (a database read), reused for METRICS_VERSION_RECHECK_SECONDS."""
+        now = time.monotonic()
+        found = _versions_seen.get(name)
+        if found is not None and found[0] > now:
+            return found[1]
+        value = read()
+        _versions_seen[name] = (now + settings.METRICS_VERSION_RECHECK_SECONDS, value)
+        return value
+
+    @staticmethod
+    def versions_forget() -> None:
+        """Drop this process's memo of versions (the next read asks the database)."""
+        _versions_seen.clear()
+
+    def election_version_bump(self, election_id: int) -> None:
+        """Raise the election's version inside the recompute's transaction; publish it to
+        the cache after commit. The only invalidation there is."""
+        version = election_version_raise(election_id)
+        self.versions_forget()  # this process reads its own writes at once
+
+        def publish():
+            self.versions_forget()
+            self.set(self._version_key(election_id), version, None)
+
+        transaction.on_commit(publish, robust=True)
 
     # --- keys -----------------------------------------------------------------------------
-
-    def _version(self, key: str) -> int:
-        version = self.get(key)
-        if version is None:
-            # Start from the clock, so a lost version key never brings back old entries.
-            initial = time.time_ns()
-            if self.add(key, initial, None) is None:
-                return initial
-            version = self.get(key, initial)
-        return version
 
     @staticmethod
     def _version_key(election_id: int) -> str:
         return f"metrics:election:{election_id}:version"
-
-    GLOBAL_VERSION_KEY = "metrics:global:version"
 
     @staticmethod
     def _params(params: dict) -> str:
@@ -207,21 +253,7 @@ class MetricsCache:
     def _constituency_election_key(constituency_id: int) -> str:
         return f"metrics:constituency:{constituency_id}:election"
 
-    def forget_constituency(self, constituency_id: int) -> None:
-        """A deleted constituency's endpoints must answer 404, not its cached election's data."""
-        self.delete(self._constituency_election_key(constituency_id))
-
-    # --- invalidation and pipeline flags ----------------------------------------------------
-
-    def invalidate_election(self, election_id: int) -> None:
-        """Called after a recompute commits: O(1), whatever the number of entries."""
-        for key in (self._version_key(election_id), self.GLOBAL_VERSION_KEY):
-            try:
-                self.backend.incr(key)
-            except ValueError:
-                self.set(key, time.time_ns(), None)
-            except Exception:
-                logger.warning("cache invalidation failed for %s", key, exc_info=True)
+    # --- pipeline flags ----------------------------------------------------
 
     @staticmethod
     def _flush_pending_key(election_id: int) -> str:
@@ -236,3 +268,30 @@ class MetricsCache:
 
 
 metrics_cache = MetricsCache()
+
+# name -> (expires at, monotonic clock; version): this process's memo of stored versions.
+_versions_seen: dict[tuple, tuple[float, Any]] = {}
+
+
+def election_version_stored(election_id: int) -> int | None:
+    return MetricsVersion.objects.filter(election_id=election_id).values_list("version", flat=True).first()
+
+
+def election_version_raise(election_id: int) -> int:
+    """version + 1 (1 for the first recompute), in the caller's transaction."""
+    return bulk_sql.counter_increment(MetricsVersion, key="election", key_value=election_id, counter="version")
+
+
+def versions_fingerprint() -> tuple[int, int, int, int]:
+    """(elections, largest election id, elections with figures, sum of their versions):
+    changes with every recompute (the sum grows), every deleted election (a count drops)
+    and every new one (a larger id than any before), and never comes back to an earlier
+    value."""
+    quote = connection.ops.quote_name
+    elections, versions = quote(Election._meta.db_table), quote(MetricsVersion._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT (SELECT COUNT(*) FROM {elections}), (SELECT COALESCE(MAX(id), 0) FROM {elections}), "
+            f"(SELECT COUNT(*) FROM {versions}), (SELECT COALESCE(SUM(version), 0) FROM {versions})"
+        )
+        return tuple(int(value) for value in cursor.fetchone())

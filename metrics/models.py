@@ -137,3 +137,19 @@ class DirtyBucket(models.Model):
     def __str__(self) -> str:
         scope = "whole election" if self.constituency_id is None else f"constituency {self.constituency_id}"
         return f"election {self.election_id}, {scope}, {self.hour.isoformat() if self.hour else 'every hour'}"
+
+
+class MetricsVersion(models.Model):
+    """How many times an election's figures have been recomputed: the version cached reads
+    are checked against (metrics/cache.py).
+
+    Written by every recompute in its own database transaction, so a reader in any process
+    sees a new version exactly when the figures it stands for are committed, even if every
+    cache write around it failed.
+    """
+
+    election = models.OneToOneField(Election, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    version = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"election {self.election_id} v{self.version}"

@@ -1,7 +1,9 @@
-"""Keeping metrics current (SPEC section 5): dirty marks, coalesced flushes, the sweep.
+"""Keeping metrics current (docs/METRICS.md#how-figures-stay-current): dirty marks,
+coalesced flushes, the sweep.
 
-Every ingest path marks the buckets it touched in the DirtyBucket table, inside its own
-database transaction, and after commit asks for a flush of the election. At most one flush
+Every change to observed data reaches metrics.signals.buckets_changed_record, which marks
+the buckets it touched in the DirtyBucket table inside the writing transaction and, after
+commit, asks metrics.tasks for a flush of the election. At most one flush
 per election is queued at a time (a short-lived flag in the cache); the flush clears the
 flag *before* reading the marks, so a mark committed later always finds either the flag
 clear (and queues another flush) or a flush that has not read yet. Nothing is dropped: a
@@ -18,6 +20,7 @@ can never write older counts over a newer one's.
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
@@ -25,6 +28,7 @@ from django.db import connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
+from election_monitor import bulk_sql
 from elections.models import Constituency, Election, Transaction, TransactionKind
 from elections.timebuckets import HOUR
 from metrics.aggregation import (
@@ -33,7 +37,6 @@ from metrics.aggregation import (
     constituency_metrics_refresh,
     current_hours,
     metrics_recompute,
-    rows_insert,
 )
 from metrics.cache import metrics_cache
 from metrics.models import DirtyBucket, HourlyStats
@@ -47,29 +50,9 @@ MARKS_VACUUM_INTERVAL = 10  # seconds
 def buckets_mark_dirty(*, election_id: int, buckets: Iterable[tuple[int | None, datetime | None]]) -> int:
     """Durably record that these buckets need a recompute. Call inside the writing transaction."""
     now = timezone.now()
-    # A 10,000-item API list marks thousands of buckets: on PostgreSQL rows_insert loads
-    # them by binary COPY (7,400 marks: 4 ms, against 40-80 ms as bound arrays; bench, issue 6).
     marks = [(election_id, c, h, now) for c, h in set(buckets)]
-    rows_insert(DirtyBucket, ["election", "constituency", "hour", "created_at"], marks)
+    bulk_sql.rows_insert(DirtyBucket, ["election", "constituency", "hour", "created_at"], marks)
     return len(marks)
-
-
-def flush_request(election_id: int) -> None:
-    """Make sure a flush of the election's dirty marks is queued (after commit only)."""
-    if not metrics_cache.flush_pending_claim(election_id):
-        return
-    from metrics.tasks import flush_dirty_buckets
-
-    try:
-        flush_dirty_buckets.apply_async((election_id,), countdown=settings.METRICS_FLUSH_DEBOUNCE_SECONDS)
-    except Exception:
-        # The marks are safe in the database; the beat sweep will flush them.
-        metrics_cache.flush_pending_clear(election_id)
-        logger.warning("could not queue a metrics flush for election %s; the sweep will", election_id, exc_info=True)
-
-
-def flush_request_on_commit(election_id: int) -> None:
-    transaction.on_commit(lambda: flush_request(election_id), robust=True)
 
 
 def dirty_buckets_flush(*, election_id: int, limit: int | None = None, now: datetime | None = None) -> int:
@@ -77,8 +60,8 @@ def dirty_buckets_flush(*, election_id: int, limit: int | None = None, now: date
     limit = limit or settings.METRICS_FLUSH_BATCH
     outermost = not connection.in_atomic_block
     with transaction.atomic():
-        if outermost and connection.vendor == "postgresql":
-            _flush_transaction_tune()
+        if outermost:
+            bulk_sql.derived_writes_tune()
         if not Election.objects.select_for_update(no_key=True).filter(pk=election_id).exists():
             return 0
         # Subtle: the marks are read before the recount, and exactly those are deleted after
@@ -98,56 +81,44 @@ def dirty_buckets_flush(*, election_id: int, limit: int | None = None, now: date
     return len(marks)
 
 
-def _flush_transaction_tune() -> None:
-    """Settings for this flush's transaction only (PostgreSQL).
-
-    Subtle: an asynchronous commit is safe here because the flush writes only derived rows
-    and deletes the marks it consumed in the same transaction: a crash that loses the commit
-    loses both, and the surviving marks are flushed again. Waiting for the WAL flush was a
-    third of a one-bucket flush. JIT compilation is off because a flush's queries are small
-    probes that PostgreSQL's cost model still rates worth compiling (80 ms of compilation for
-    a 100 ms recount; bench, issue 6)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        cursor.execute("SET LOCAL jit TO OFF")
+@dataclass
+class FlushOutcome:
+    consumed: int = 0
+    more: bool = False  # the time budget ran out with marks left: the caller queues a successor
 
 
-def dirty_buckets_flush_all(*, election_id: int, time_budget: float = FLUSH_TIME_BUDGET) -> int:
-    """Flush until no marks are left or the time budget is spent (then queue a successor)."""
+def dirty_buckets_flush_all(*, election_id: int, time_budget: float | None = None) -> FlushOutcome:
+    """Flush until no marks are left or the time budget (FLUSH_TIME_BUDGET) is spent."""
     metrics_cache.flush_pending_clear(election_id)
-    deadline = time.monotonic() + time_budget
-    consumed = 0
+    deadline = time.monotonic() + (FLUSH_TIME_BUDGET if time_budget is None else time_budget)
+    outcome = FlushOutcome()
     limit = settings.METRICS_FLUSH_BATCH
     while True:
         batch = dirty_buckets_flush(election_id=election_id, limit=limit)
-        consumed += batch
+        outcome.consumed += batch
         if batch < limit:
             # Subtle: a short batch read every mark committed before it; any mark committed
             # since then found the pending flag clear (cleared above) and queued a flush.
             break
         if time.monotonic() > deadline:
-            flush_request(election_id)
+            outcome.more = True
             break
-    if consumed:
+    if outcome.consumed:
         marks_table_vacuum()
-    return consumed
+    return outcome
 
 
 def marks_table_vacuum() -> bool:
-    """Vacuum the marks table (PostgreSQL, at most every MARKS_VACUUM_INTERVAL seconds).
+    """Vacuum the marks table, at most every MARKS_VACUUM_INTERVAL seconds.
 
     Every flush deletes the marks it consumed, and until a vacuum their dead index entries
-    slow each later read of marks: 25 ms to find no mark after 100,000 were consumed (bench,
-    issue 6). Autovacuum's default thresholds react late for a small, busy table like this
-    one, and not at all where it is off."""
-    if connection.vendor != "postgresql" or connection.in_atomic_block:
+    slow each later read of marks. Autovacuum's default thresholds react late for a small,
+    busy table like this one, and not at all where it is off."""
+    if not bulk_sql.is_postgresql() or connection.in_atomic_block:
         return False
     if metrics_cache.add("metrics:marks-vacuum", 1, MARKS_VACUUM_INTERVAL) is False:
         return False
-    with connection.cursor() as cursor:
-        # SKIP_LOCKED: another worker's vacuum of the table is as good as ours.
-        cursor.execute(f"VACUUM (SKIP_LOCKED) {connection.ops.quote_name(DirtyBucket._meta.db_table)}")
-    return True
+    return bulk_sql.table_vacuum(DirtyBucket)
 
 
 def stale_buckets_find(*, election_id: int) -> set[tuple[int, datetime]]:
@@ -178,7 +149,7 @@ def election_sweep(*, election_id: int, now: datetime | None = None) -> dict:
     """Flush leftover marks, repair buckets that disagree with their transactions, and
     refresh the clock-dependent velocities of the current and previous hour."""
     now = now or timezone.now()
-    flushed = dirty_buckets_flush_all(election_id=election_id)
+    flushed = dirty_buckets_flush_all(election_id=election_id, time_budget=float("inf")).consumed
     stale = stale_buckets_find(election_id=election_id)
     if stale:
         # Subtle: a bucket whose transactions committed a moment ago but whose flush has not
@@ -256,7 +227,7 @@ def active_elections_sweep(*, now: datetime | None = None) -> list[dict]:
     reports = [election_sweep(election_id=pk, now=now) for pk in active]
     leftover = DirtyBucket.objects.exclude(election_id__in=active).values_list("election_id", flat=True)
     for pk in sorted(set(leftover.distinct().order_by())):
-        flushed = dirty_buckets_flush_all(election_id=pk)
+        flushed = dirty_buckets_flush_all(election_id=pk, time_budget=float("inf")).consumed
         repaired = constituency_totals_repair(election_id=pk, now=now)
         reports.append({"election_id": pk, "flushed_marks": flushed, "repaired_constituencies": repaired})
     return reports

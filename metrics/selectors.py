@@ -76,7 +76,10 @@ def hourly_stats_list(
     ordered by hour then constituency. Raises Http404 for an unknown election/constituency."""
     rows = HourlyStats.objects.all()
     if constituency_id is not None:
-        _constituency_election_id(constituency_id)
+        # From the database, not the cached constituency -> election map: this is the path
+        # a read takes when its cached entry is stale, e.g. after the constituency was deleted.
+        if not (0 < constituency_id <= ID_MAX and Constituency.objects.filter(pk=constituency_id).exists()):
+            raise Http404(f"No constituency with id {constituency_id}.")
         rows = rows.filter(constituency_id=constituency_id)
     else:
         if not (0 < election_id <= ID_MAX and Election.objects.filter(pk=election_id).exists()):

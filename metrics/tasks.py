@@ -1,10 +1,16 @@
 """Celery tasks: thin doors into metrics.pipeline. They take ids and are safe to run twice."""
 
 import logging
+from dataclasses import asdict
+from datetime import datetime
 
 from celery import Task, shared_task
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerOperationalError
+
+from metrics import pipeline
+from metrics.cache import metrics_cache
 
 logger = logging.getLogger(__name__)
 
@@ -53,30 +59,39 @@ RETRY = {
 }
 
 
+def flush_request(election_id: int) -> None:
+    """Make sure a flush of the election's dirty marks is queued (call after commit).
+
+    At most one is queued per election at a time: a short-lived flag in the cache, which
+    the flush clears before it reads the marks (see metrics/pipeline.py)."""
+    if not metrics_cache.flush_pending_claim(election_id):
+        return
+    try:
+        flush_dirty_buckets.apply_async((election_id,), countdown=settings.METRICS_FLUSH_DEBOUNCE_SECONDS)
+    except Exception:
+        # The marks are safe in the database; the beat sweep will flush them.
+        metrics_cache.flush_pending_clear(election_id)
+        logger.warning("could not queue a metrics flush for election %s; the sweep will", election_id, exc_info=True)
+
+
 @shared_task(name="metrics.flush_dirty_buckets", **RETRY)
 def flush_dirty_buckets(election_id: int) -> int:
-    from metrics.pipeline import dirty_buckets_flush_all
-
-    return dirty_buckets_flush_all(election_id=election_id)
+    outcome = pipeline.dirty_buckets_flush_all(election_id=election_id)
+    if outcome.more:
+        flush_request(election_id)  # hand over to a fresh task: others' elections get a turn
+    return outcome.consumed
 
 
 @shared_task(name="metrics.sweep_active_elections", expires=300, **RETRY)
 def sweep_active_elections() -> list[dict]:
-    from metrics.pipeline import active_elections_sweep
-
-    return active_elections_sweep()
+    return pipeline.active_elections_sweep()
 
 
 @shared_task(name="metrics.recompute_election", **RETRY)
 def recompute_election(
     election_id: int, constituency_id: int | None = None, since: str | None = None, until: str | None = None
 ) -> dict:
-    from dataclasses import asdict
-    from datetime import datetime
-
-    from metrics.pipeline import election_recompute
-
-    result = election_recompute(
+    result = pipeline.election_recompute(
         election_id=election_id,
         constituency_ids=None if constituency_id is None else [constituency_id],
         since=datetime.fromisoformat(since) if since else None,

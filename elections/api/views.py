@@ -35,6 +35,9 @@ class ElectionViewSet(
     queryset = Election.objects.all()
     serializer_class = ElectionSerializer
 
+    def perform_create(self, serializer):
+        serializer.instance = services.election_save(election=Election(**serializer.validated_data))
+
 
 ELECTION_FILTER = OpenApiParameter("election", int, description="Only this election's.")
 CONSTITUENCY_FILTER = OpenApiParameter("constituency", int, description="Only this constituency's.")
@@ -55,6 +58,9 @@ class ConstituencyViewSet(
         if "election" in filters.validated_data:
             queryset = queryset.filter(election_id=filters.validated_data["election"])
         return queryset
+
+    def perform_create(self, serializer):
+        serializer.instance = services.constituency_save(constituency=Constituency(**serializer.validated_data))
 
 
 class NewestFirst(CursorPagination):
@@ -136,9 +142,8 @@ class TransactionViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             row = services.transaction_row_parse(data, constituency_lookup=lookup)
         except services.RowError as error:
             return Response({error.field: [error.message]}, status=status.HTTP_400_BAD_REQUEST)
-        result = services.transactions_ingest(rows=[row])
-        stored = Transaction.objects.get(tx_hash=row.tx_hash)
-        code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
+        stored, created = services.transaction_create(row=row)
+        code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
         return Response(TransactionSerializer(stored).data, status=code)
 
     def _create_many(self, items: list):

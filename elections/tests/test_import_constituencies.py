@@ -64,7 +64,7 @@ def test_bad_lines_are_reported_with_their_numbers_and_the_rest_stored(tmp_path,
     assert "read 11, created 2, updated 0, unchanged 0, rejected 9" in out
 
 
-def test_reimport_updates_names_and_voters_and_recomputes_only_changed_voter_counts(
+def test_reimport_updates_names_and_voters_and_announces_only_changed_constituencies(
     tmp_path, election, django_capture_on_commit_callbacks
 ):
     renamed = ConstituencyFactory(election=election, code="r1", name="Old name", registered_voters=100)
@@ -84,8 +84,14 @@ def test_reimport_updates_names_and_voters_and_recomputes_only_changed_voter_cou
 
     assert "read 4, created 1, updated 2, unchanged 1, rejected 0" in out
     assert _stored(election) == {("r1", "New name", 100), ("r2", "Same", 40), ("r3", "Same", 100), ("r4", "Fresh", 5)}
-    # Only the constituency whose registered voters changed is marked for a recompute.
-    assert set(DirtyBucket.objects.values_list("constituency_id", "hour")) == {(revoted.id, None)}
+    # Changed and new constituencies are announced (their figures and names show in reads);
+    # the unchanged one is not.
+    fresh = Constituency.objects.get(election=election, code="r4")
+    assert set(DirtyBucket.objects.values_list("constituency_id", "hour")) == {
+        (revoted.id, None),
+        (renamed.id, None),
+        (fresh.id, None),
+    }
     for callback in callbacks:
         callback()
     revoted.refresh_from_db()

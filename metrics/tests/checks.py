@@ -123,10 +123,11 @@ class Tracked:
 
     def set_voters(self, index: int, voters: int) -> None:
         from elections.models import Constituency
+        from elections.services import constituency_save
 
         constituency = Constituency.objects.get(pk=self.ids[index])
         constituency.registered_voters = voters
-        constituency.save()
+        constituency_save(constituency=constituency)
         self.ref.registered[self.ids[index]] = voters
 
     def flush(self, now: datetime) -> int:

@@ -8,7 +8,7 @@ with its fold, which is a different road to the same instants than the product t
 import math
 import statistics
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 UTC = UTC
@@ -33,8 +33,14 @@ class RefSettings:
 
 
 def bucket(ts: datetime, tz: str) -> datetime:
+    """The local wall clock's hour, under the UTC offset in force at ``ts``.
+
+    Subtle: not ``local.replace(minute=0)`` read back through the zone: where a DST change
+    happens off the hour (St John's changed at 00:01 until 2011), that wall time lies in the
+    gap and the zone resolves it with the other offset."""
     local = ts.astimezone(ZoneInfo(tz))
-    return local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
+    fixed = timezone(local.utcoffset())
+    return datetime(local.year, local.month, local.day, local.hour, tzinfo=fixed).astimezone(UTC)
 
 
 def stored(election: RefElection) -> list[tuple[str, int, str, datetime]]:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from elections.models import Constituency
+from elections.services import election_save
 from elections.tests.factories import ConstituencyFactory, ElectionFactory
 from metrics import anomalies
 from metrics.models import Anomaly, AnomalyKind, HourlyStats
@@ -165,7 +166,7 @@ def test_outside_voting_window_follows_a_moved_window():
 
     election = t.election
     election.starts_at = T0 - HOUR
-    election.save()
+    election_save(election=election)
     t.ref.starts_at = election.starts_at
     t.flush(NOW)
     assert flagged(t) == set()

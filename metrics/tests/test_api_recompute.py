@@ -19,7 +19,7 @@ def stored(election, constituencies):
         TransactionRow(f"rc-{i}", election.id, constituencies[i % 3].id, "vote_cast", VOTING_STARTS, None)
         for i in range(9)
     ]
-    transactions_ingest(rows=rows, defer_flush=True)
+    transactions_ingest(rows=rows)
     dirty_buckets_flush_all(election_id=election.id)
     return election
 

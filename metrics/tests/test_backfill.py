@@ -23,7 +23,7 @@ def ingest(election, constituencies, n, *, hours=10, prefix="bf"):
         for i in range(n)
     ]  # fmt: skip
     # Marks only: the backfill alone must produce every figure.
-    transactions_ingest(rows=rows, defer_flush=True)
+    transactions_ingest(rows=rows)
 
 
 def backfill(*args) -> str:

@@ -110,7 +110,7 @@ def test_invalidation_makes_every_read_of_the_election_stale_and_only_them():
 
     assert reads() == [False, False, False, False]
     assert reads() == [True, True, True, True]
-    metrics_cache.invalidate_election(first.id)
+    metrics_cache.election_version_bump(first.id)
     assert reads() == [False, False, True, False]
     assert compute.calls == 7
 
@@ -154,7 +154,7 @@ def test_an_entry_computed_before_a_bump_is_stale_even_if_stored_after_it():
     election = ElectionFactory()
 
     def slow_old_value():
-        metrics_cache.invalidate_election(election.id)  # the recompute commits meanwhile
+        metrics_cache.election_version_bump(election.id)  # the recompute commits meanwhile
         return "old"
 
     assert metrics_cache.election_read(election.id, "x", slow_old_value, 60).value == "old"
@@ -164,10 +164,14 @@ def test_an_entry_computed_before_a_bump_is_stale_even_if_stored_after_it():
 
 
 @pytest.mark.django_db
-def test_a_lost_version_never_brings_back_old_entries():
+def test_a_lost_published_version_falls_back_to_the_stored_one():
     election = ElectionFactory()
+    metrics_cache.election_version_bump(election.id)
     metrics_cache.election_read(election.id, "x", lambda: "old", 60)
     metrics_cache.delete(metrics_cache._version_key(election.id))  # evicted, or Redis restarted
+    kept = metrics_cache.election_read(election.id, "x", lambda: "recomputed", 60)
+    assert (kept.value, kept.hit) == ("old", True)  # still the current version's figures
+    metrics_cache.election_version_bump(election.id)
     fresh = metrics_cache.election_read(election.id, "x", lambda: "new", 60)
     assert (fresh.value, fresh.hit) == ("new", False)
 
@@ -263,7 +267,7 @@ def test_without_the_recompute_commit_the_cached_value_is_served(api_client):
     before = api_client.get(url).json()
     seeded.constituencies[0].__class__.objects.filter(pk=seeded.constituencies[0].pk).update(total_votes_cast=10**6)
     assert api_client.get(url).json() == before
-    metrics_cache.invalidate_election(seeded.election.id)
+    metrics_cache.election_version_bump(seeded.election.id)
     assert api_client.get(url).json()["total_votes_cast"] > 10**6
 
 
@@ -323,7 +327,6 @@ def test_cache_operations_degrade_to_misses_when_the_backend_fails(redis_down):
     assert broken.set("k", 1, 10) is False
     assert broken.add("k", 1, 10) is None
     broken.delete("k")
-    broken.invalidate_election(1)
     value, hit = broken.get_or_compute("k", lambda: "computed", 10)
     assert (value, hit) == ("computed", False)
     assert broken.constituency_election(5, lambda: 7) == 7

@@ -12,7 +12,7 @@ from kombu.exceptions import OperationalError as BrokerOperationalError
 from elections.models import TransactionKind
 from elections.services import TransactionRow, transactions_delete, transactions_ingest
 from elections.tests.factories import VOTING_STARTS, ConstituencyFactory, ElectionFactory
-from metrics import pipeline
+from metrics import pipeline, tasks
 from metrics.cache import metrics_cache
 from metrics.models import DirtyBucket, HourlyStats
 from metrics.tasks import flush_dirty_buckets
@@ -72,9 +72,9 @@ def test_marks_are_deduplicated_per_call(election, constituencies):
 def test_flush_waits_for_the_pending_one(election, constituencies, stats_match):
     """While a flush is queued (the flag is set) a trigger queues nothing; the queued flush
     then takes every mark, including the later ones."""
-    transactions_ingest(rows=rows_for(election, constituencies, 30), defer_flush=True)
+    transactions_ingest(rows=rows_for(election, constituencies, 30))
     assert metrics_cache.flush_pending_claim(election.id)
-    pipeline.flush_request(election.id)
+    tasks.flush_request(election.id)
     assert marks(election) > 0
 
     flush_dirty_buckets.delay(election.id)  # the queued one runs
@@ -86,7 +86,7 @@ def test_flush_waits_for_the_pending_one(election, constituencies, stats_match):
 def test_failed_publish_keeps_the_marks_and_the_next_trigger_flushes_them(
     election, constituencies, monkeypatch, caplog, stats_match
 ):
-    transactions_ingest(rows=rows_for(election, constituencies, 40), defer_flush=True)
+    transactions_ingest(rows=rows_for(election, constituencies, 40))
 
     def broker_down(*args, **kwargs):  # a fault, not a stand-in: nothing may be lost
         raise BrokerOperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
@@ -94,18 +94,18 @@ def test_failed_publish_keeps_the_marks_and_the_next_trigger_flushes_them(
     with monkeypatch.context() as patch:
         patch.setattr(flush_dirty_buckets, "apply_async", broker_down)
         with caplog.at_level(logging.WARNING, logger="metrics.pipeline"):
-            pipeline.flush_request(election.id)
+            tasks.flush_request(election.id)
     assert "could not queue a metrics flush for election" in caplog.text
     assert marks(election) > 0
     assert not HourlyStats.objects.exists()
 
-    pipeline.flush_request(election.id)  # the flag was released: the next trigger queues
+    tasks.flush_request(election.id)  # the flag was released: the next trigger queues
     assert marks(election) == 0
     stats_match(election)
 
 
 def test_flush_deletes_exactly_the_marks_it_read(election, constituencies):
-    transactions_ingest(rows=rows_for(election, constituencies, 60), defer_flush=True)
+    transactions_ingest(rows=rows_for(election, constituencies, 60))
     before = marks(election)
     assert pipeline.dirty_buckets_flush(election_id=election.id, limit=5) == 5
     assert marks(election) == before - 5
@@ -113,13 +113,17 @@ def test_flush_deletes_exactly_the_marks_it_read(election, constituencies):
     assert first_left is not None
 
 
-def test_flush_in_batches_hands_over_when_its_time_is_spent(election, constituencies, settings, stats_match):
+def test_flush_in_batches_hands_over_when_its_time_is_spent(
+    election, constituencies, settings, stats_match, monkeypatch
+):
     settings.METRICS_FLUSH_BATCH = 4
-    transactions_ingest(rows=rows_for(election, constituencies, 90), defer_flush=True)
+    transactions_ingest(rows=rows_for(election, constituencies, 90))
     assert marks(election) > 8
     # A zero budget stops after one batch and queues a successor (eager: runs it at once).
-    consumed = pipeline.dirty_buckets_flush_all(election_id=election.id, time_budget=0)
-    assert consumed == 4
+    monkeypatch.setattr(pipeline, "FLUSH_TIME_BUDGET", 0)
+    outcome = pipeline.dirty_buckets_flush_all(election_id=election.id)
+    assert (outcome.consumed, outcome.more) == (4, True)
+    assert flush_dirty_buckets.delay(election.id).get() == 4  # the task hands over to a successor
     assert marks(election) == 0
     stats_match(election)
 
@@ -127,8 +131,8 @@ def test_flush_in_batches_hands_over_when_its_time_is_spent(election, constituen
 @pytest.mark.django_db(transaction=True)
 def test_a_flush_vacuums_the_marks_it_consumed(election, constituencies):
     metrics_cache.delete("metrics:marks-vacuum")
-    transactions_ingest(rows=rows_for(election, constituencies, 60), defer_flush=True)
-    assert pipeline.dirty_buckets_flush_all(election_id=election.id) > 0
+    transactions_ingest(rows=rows_for(election, constituencies, 60))  # commits; its flush runs (eager)
+    assert marks(election) == 0
     if connection.vendor != "postgresql":
         assert pipeline.marks_table_vacuum() is False  # nothing to vacuum on SQLite
         return
@@ -143,11 +147,11 @@ def test_a_flush_vacuums_the_marks_it_consumed(election, constituencies):
 
 
 def test_flush_of_a_deleted_election_is_a_no_op(db):
-    assert pipeline.dirty_buckets_flush_all(election_id=987654) == 0
+    assert pipeline.dirty_buckets_flush_all(election_id=987654).consumed == 0
 
 
 def test_stale_buckets_find_sees_edits_deletions_and_orphans(election, constituencies):
-    transactions_ingest(rows=rows_for(election, constituencies, 60), defer_flush=True)
+    transactions_ingest(rows=rows_for(election, constituencies, 60))
     pipeline.dirty_buckets_flush_all(election_id=election.id)
     assert pipeline.stale_buckets_find(election_id=election.id) == set()
 
@@ -178,14 +182,14 @@ def live_election(db):
 def test_sweep_repairs_hand_edits_and_flushes_lost_marks(live_election, stats_match):
     constituencies = list(live_election.constituencies.all())
     start = timezone.now() - timedelta(hours=12)
-    transactions_ingest(rows=rows_for(live_election, constituencies, 80, start=start), defer_flush=True)
+    transactions_ingest(rows=rows_for(live_election, constituencies, 80, start=start))
     pipeline.dirty_buckets_flush_all(election_id=live_election.id)
     # Hours the lost batch below does not touch, so only the recount can find them.
     edited, deleted = HourlyStats.objects.filter(election=live_election).order_by("-hour", "id")[:2]
     HourlyStats.objects.filter(pk=edited.pk).update(votes_cast=999)
     deleted.delete()
     # A batch whose flush task was lost: only its marks remain.
-    transactions_ingest(rows=rows_for(live_election, constituencies, 20, start=start, prefix="lost"), defer_flush=True)
+    transactions_ingest(rows=rows_for(live_election, constituencies, 20, start=start, prefix="lost"))
 
     (report,) = pipeline.active_elections_sweep()
     assert report["election_id"] == live_election.id
@@ -199,7 +203,7 @@ def test_sweep_repairs_totals_a_flush_moved_from_a_hand_edited_row(live_election
     constituencies = list(live_election.constituencies.all())
     # Hours before the previous one: the sweep's velocity refresh does not recompute them.
     start = timezone.now() - timedelta(hours=13)
-    transactions_ingest(rows=rows_for(live_election, constituencies, 60, start=start), defer_flush=True)
+    transactions_ingest(rows=rows_for(live_election, constituencies, 60, start=start))
     pipeline.dirty_buckets_flush_all(election_id=live_election.id)
     row = HourlyStats.objects.filter(election=live_election, votes_cast__gt=0).order_by("id").first()
     HourlyStats.objects.filter(pk=row.pk).update(votes_cast=0)
@@ -207,7 +211,7 @@ def test_sweep_repairs_totals_a_flush_moved_from_a_hand_edited_row(live_election
     # constituency's totals by (recount - edited row), which counts the edit as new votes.
     vote = TransactionRow("late-vote", live_election.id, row.constituency_id, TransactionKind.VOTE_CAST,
                           row.hour + timedelta(minutes=30), None)  # fmt: skip
-    transactions_ingest(rows=[vote], defer_flush=True)
+    transactions_ingest(rows=[vote])
     pipeline.dirty_buckets_flush_all(election_id=live_election.id)
     assert pipeline.constituency_totals_stale(election_id=live_election.id) == {row.constituency_id}
 
@@ -218,7 +222,7 @@ def test_sweep_repairs_totals_a_flush_moved_from_a_hand_edited_row(live_election
 
 
 def test_sweep_flushes_leftover_marks_of_a_closed_election_too(election, constituencies, live_election, stats_match):
-    transactions_ingest(rows=rows_for(election, constituencies, 30), defer_flush=True)
+    transactions_ingest(rows=rows_for(election, constituencies, 30))
     reports = pipeline.active_elections_sweep()
     assert {r["election_id"] for r in reports} == {election.id, live_election.id}
     assert marks(election) == 0
@@ -264,7 +268,6 @@ def test_sweep_settles_velocities_of_hours_it_missed_during_a_beat_outage(live_e
             )
             for i in range(30)
         ],  # fmt: skip
-        defer_flush=True,
     )
     pipeline.dirty_buckets_flush(election_id=live_election.id, now=flushed_at)
     row = HourlyStats.objects.get(constituency=constituency)
@@ -278,7 +281,7 @@ def test_sweep_settles_velocities_of_hours_it_missed_during_a_beat_outage(live_e
 
 
 def test_deleting_transactions_removes_their_buckets(election, constituencies, stats_match):
-    transactions_ingest(rows=rows_for(election, constituencies, 40), defer_flush=True)
+    transactions_ingest(rows=rows_for(election, constituencies, 40))
     pipeline.dirty_buckets_flush_all(election_id=election.id)
     transactions_delete(queryset=election.transactions.filter(constituency=constituencies[0]))
     pipeline.dirty_buckets_flush_all(election_id=election.id)
@@ -294,13 +297,11 @@ def test_late_transaction_raises_every_later_hours_rate(election, constituencies
             TransactionRow(f"d2-{i}", election.id, c.id, TransactionKind.VOTE_CAST, day_two + timedelta(hours=i), None)
             for i in range(4)
         ],  # fmt: skip
-        defer_flush=True,
     )
     pipeline.dirty_buckets_flush_all(election_id=election.id)
     before = dict(HourlyStats.objects.filter(constituency=c).values_list("hour", "participation_rate"))
     transactions_ingest(
         rows=[TransactionRow("late", election.id, c.id, TransactionKind.VOTE_CAST, VOTING_STARTS, None)],
-        defer_flush=True,
     )
     pipeline.dirty_buckets_flush_all(election_id=election.id)
     after = dict(HourlyStats.objects.filter(constituency=c).values_list("hour", "participation_rate"))
@@ -310,7 +311,7 @@ def test_late_transaction_raises_every_later_hours_rate(election, constituencies
 
 
 def test_manual_recompute_of_constituencies_refreshes_totals_without_buckets(election, constituencies, stats_match):
-    transactions_ingest(rows=rows_for(election, constituencies[:3], 30), defer_flush=True)
+    transactions_ingest(rows=rows_for(election, constituencies[:3], 30))
     pipeline.dirty_buckets_flush_all(election_id=election.id)
     empty = constituencies[5]
     type(empty).objects.filter(pk=empty.pk).update(total_votes_cast=77, participation_rate=7.7)
@@ -323,7 +324,7 @@ def test_manual_recompute_of_constituencies_refreshes_totals_without_buckets(ele
 
 
 def test_manual_recompute_within_a_range_leaves_other_hours_alone(election, constituencies):
-    transactions_ingest(rows=rows_for(election, constituencies, 60), defer_flush=True)
+    transactions_ingest(rows=rows_for(election, constituencies, 60))
     pipeline.dirty_buckets_flush_all(election_id=election.id)
     HourlyStats.objects.filter(election=election).update(transaction_count=0)
     since, until = VOTING_STARTS + timedelta(hours=2), VOTING_STARTS + timedelta(hours=4)

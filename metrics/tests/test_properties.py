@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
 from elections.models import Constituency, Election
+from elections.services import constituency_save
 from metrics.aggregation import Scope, metrics_recompute
 from metrics.models import Anomaly, HourlyStats
 from metrics.tests import checks, reference
@@ -261,7 +262,7 @@ def _check_scenario(s: dict) -> None:
     if s["voter_change"]:
         index, voters = s["voter_change"]
         constituencies[index].registered_voters = voters
-        constituencies[index].save()
+        constituency_save(constituency=constituencies[index])
         ref.registered[cids[index]] = voters
         checks.flush(election.id, now)
         checks.assert_matches_reference(election.id, ref, now)

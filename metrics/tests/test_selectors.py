@@ -121,7 +121,7 @@ def seed_transactions(election_id: int, txs) -> None:
     whole-election recompute, which satisfies every dirty mark the ingest left."""
     rows = [TransactionRow(h, election_id, c, kind, ts, None) for h, c, kind, ts in txs]
     with TestCase.captureOnCommitCallbacks(execute=True):
-        transactions_ingest(rows=rows, defer_flush=True)
+        transactions_ingest(rows=rows)
         election_recompute(election_id=election_id)
         DirtyBucket.objects.filter(election_id=election_id).delete()
 

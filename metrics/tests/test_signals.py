@@ -1,13 +1,22 @@
-"""metrics.signals: every write path marks its buckets in its own transaction and asks for
-a flush only after commit."""
+"""metrics.signals: every change of the elections service layer (and a saved Transaction's
+post_save) marks its buckets in its own transaction and asks for a flush only after commit."""
 
+import time
 from datetime import timedelta
 
 from django.core import serializers
 from django.db import transaction
 
-from elections.models import Transaction, TransactionKind
-from elections.services import TransactionRow, transactions_delete, transactions_ingest
+from elections.models import Constituency, Election, Transaction, TransactionKind
+from elections.services import (
+    TransactionRow,
+    constituencies_delete,
+    constituency_save,
+    election_save,
+    elections_delete,
+    transactions_delete,
+    transactions_ingest,
+)
 from elections.tests.factories import VOTING_STARTS, TransactionFactory
 from metrics.models import Anomaly, AnomalyKind, DirtyBucket, HourlyStats
 
@@ -82,11 +91,13 @@ def test_bulk_ingest_marks_every_bucket_once_and_requests_one_flush(
     assert len(callbacks) == 1
 
 
-def test_deferred_import_marks_without_requesting_a_flush(election, constituencies, django_capture_on_commit_callbacks):
-    row = TransactionRow("deferred", election.id, constituencies[0].id, TransactionKind.VOTE_CAST, VOTING_STARTS, None)
+def test_a_one_row_ingest_marks_its_bucket_and_requests_a_flush_after_commit(
+    election, constituencies, django_capture_on_commit_callbacks
+):
+    row = TransactionRow("one", election.id, constituencies[0].id, TransactionKind.VOTE_CAST, VOTING_STARTS, None)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        transactions_ingest(rows=[row], defer_flush=True)
-    assert callbacks == []
+        transactions_ingest(rows=[row])
+    assert len(callbacks) == 1
     assert len(marked(election)) == 1
 
 
@@ -113,7 +124,7 @@ def test_registered_voters_change_recomputes_the_constituencys_rates(
     assert c.participation_rate == 0.1
     c.registered_voters = 500
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        c.save()
+        constituency_save(constituency=c)
     assert marked(election) == {(c.id, None)}
     for callback in callbacks:
         callback()
@@ -125,12 +136,22 @@ def test_registered_voters_change_recomputes_the_constituencys_rates(
 def test_voting_window_change_marks_the_whole_election(election, constituencies, django_capture_on_commit_callbacks):
     election.ends_at += timedelta(hours=1)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        election.save()
+        election_save(election=election)
     assert marked(election) == {(None, None)}
-    assert len(callbacks) == 2  # drop the cached reads, request the flush
+    assert len(callbacks) == 1  # the flush request; the recompute retires the cached reads
 
 
-def test_renaming_changes_no_metric_input_and_marks_nothing(election, constituencies):
+def test_renaming_is_announced_so_that_reads_follow(election, constituencies):
+    constituencies[0].name = "Renamed"
+    constituency_save(constituency=constituencies[0])
+    assert marked(election) == {(constituencies[0].id, None)}
+    election.name = "Renamed"
+    election_save(election=election)
+    assert marked(election) == {(constituencies[0].id, None), (None, None)}
+
+
+def test_a_bare_model_save_of_an_election_or_constituency_announces_nothing(election, constituencies):
+    """Only the service layer announces changes (and only a Transaction's own save)."""
     constituencies[0].name = "Renamed"
     constituencies[0].save()
     election.name = "Renamed"
@@ -166,7 +187,7 @@ def test_deleting_a_constituency_rejudges_its_peers_spikes(
     assert Anomaly.objects.filter(constituency=spiking, kind=AnomalyKind.VELOCITY_SPIKE).count() == 1
 
     with django_capture_on_commit_callbacks(execute=True):
-        constituencies[1].delete()  # four peers left: too few to judge a spike
+        constituencies_delete(queryset=Constituency.objects.filter(pk=constituencies[1].pk))  # four peers left
 
     assert not Anomaly.objects.filter(kind=AnomalyKind.VELOCITY_SPIKE).exists()
     spiking.refresh_from_db()
@@ -180,27 +201,33 @@ def test_deleting_an_election_marks_nothing(election, constituencies, django_cap
         TransactionFactory(constituency=constituencies[0])
     election_id = election.id
     with django_capture_on_commit_callbacks(execute=True):
-        election.delete()
+        elections_delete(queryset=Election.objects.filter(pk=election.pk))
     assert not DirtyBucket.objects.filter(election_id=election_id).exists()
 
 
 def test_deleting_an_election_drops_it_from_cached_dashboards(
-    election, constituencies, api_client, django_capture_on_commit_callbacks
+    election, constituencies, api_client, django_capture_on_commit_callbacks, settings
 ):
+    """A deletion recomputes nothing: readers notice it at their next version check."""
+    settings.METRICS_VERSION_RECHECK_SECONDS = 0.2
     with django_capture_on_commit_callbacks(execute=True):
         TransactionFactory(constituency=constituencies[0])
     assert api_client.get("/api/metrics/dashboard/summary/").json()["elections"] == 1
     with django_capture_on_commit_callbacks(execute=True):
-        election.delete()
+        elections_delete(queryset=Election.objects.filter(pk=election.pk))
+    time.sleep(0.25)
     assert api_client.get("/api/metrics/dashboard/summary/").json()["elections"] == 0
 
 
 def test_deleting_an_empty_election_drops_it_from_cached_dashboards(
-    election, api_client, django_capture_on_commit_callbacks
+    election, api_client, django_capture_on_commit_callbacks, settings
 ):
+    """A deletion recomputes nothing: readers notice it at their next version check."""
+    settings.METRICS_VERSION_RECHECK_SECONDS = 0.2
     assert api_client.get("/api/metrics/dashboard/summary/").json()["elections"] == 1
     with django_capture_on_commit_callbacks(execute=True):
-        election.delete()
+        elections_delete(queryset=Election.objects.filter(pk=election.pk))
+    time.sleep(0.25)
     assert api_client.get("/api/metrics/dashboard/summary/").json()["elections"] == 0
 
 
@@ -210,9 +237,9 @@ def test_renames_show_in_cached_reads_at_once(election, constituencies, api_clie
     assert api_client.get(f"/api/metrics/constituency/{c.id}/").json()["name"] == c.name
     with django_capture_on_commit_callbacks(execute=True):
         election.name = "Renamed election"
-        election.save()
+        election_save(election=election)
         c.name = "Renamed constituency"
-        c.save()
+        constituency_save(constituency=c)
     assert api_client.get(f"/api/metrics/election/{election.id}/").json()["name"] == "Renamed election"
     assert api_client.get(f"/api/metrics/constituency/{c.id}/").json()["name"] == "Renamed constituency"
 
@@ -220,22 +247,22 @@ def test_renames_show_in_cached_reads_at_once(election, constituencies, api_clie
 def test_a_deleted_constituency_answers_404_even_after_a_cached_read(
     election, constituencies, api_client, django_capture_on_commit_callbacks
 ):
-    c, cid = constituencies[0], constituencies[0].id
+    cid = constituencies[0].id
     assert api_client.get(f"/api/hourly-stats/constituency/{cid}/").status_code == 200
     with django_capture_on_commit_callbacks(execute=True):
-        c.delete()
+        constituencies_delete(queryset=Constituency.objects.filter(pk=cid))
     assert api_client.get(f"/api/hourly-stats/constituency/{cid}/").status_code == 404
     assert api_client.get(f"/api/metrics/constituency/{cid}/").status_code == 404
 
 
-def test_deleting_one_transaction_by_the_orm_updates_the_metrics(
+def test_deleting_one_transaction_through_the_service_updates_the_metrics(
     election, constituencies, django_capture_on_commit_callbacks, stats_match
 ):
     with django_capture_on_commit_callbacks(execute=True):
         kept = TransactionFactory(constituency=constituencies[0])
         gone = TransactionFactory(constituency=constituencies[0])
     with django_capture_on_commit_callbacks(execute=True):
-        Transaction.objects.get(pk=gone.pk).delete()
+        transactions_delete(queryset=Transaction.objects.filter(pk=gone.pk))
     constituencies[0].refresh_from_db()
     assert constituencies[0].total_transactions == 1
     assert Transaction.objects.filter(pk=kept.pk).exists()

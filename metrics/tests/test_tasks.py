@@ -24,7 +24,7 @@ def marked_election(election, constituencies):
                        VOTING_STARTS + timedelta(minutes=9 * i), None)
         for i in range(50)
     ]  # fmt: skip
-    transactions_ingest(rows=rows, defer_flush=True)
+    transactions_ingest(rows=rows)
     return election
 
 

@@ -280,7 +280,7 @@ def test_concurrent_flushes_and_recomputes_of_the_same_buckets(past_election, st
             for i in range(n)
         ]  # fmt: skip
 
-    transactions_ingest(rows=rows("seed", 600), defer_flush=True)
+    transactions_ingest(rows=rows("seed", 600))
     barrier = threading.Barrier(4)
     errors = []
 
@@ -299,7 +299,7 @@ def test_concurrent_flushes_and_recomputes_of_the_same_buckets(past_election, st
         lambda: dirty_buckets_flush_all(election_id=past_election.id),
         lambda: dirty_buckets_flush_all(election_id=past_election.id),
         lambda: election_recompute(election_id=past_election.id, constituency_ids=[c.id for c in constituencies[:3]]),
-        lambda: transactions_ingest(rows=rows(f"more-{next(ingested)}", 50), defer_flush=True),
+        lambda: transactions_ingest(rows=rows(f"more-{next(ingested)}", 50)),
     ]
     threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
     for thread in threads:

@@ -16,7 +16,7 @@ from django.db import connection, connections, transaction
 from elections.models import Constituency, Transaction
 from elections.services import TransactionRow, transactions_ingest
 from elections.tests.factories import ConstituencyFactory, ElectionFactory
-from metrics import pipeline
+from metrics import pipeline, tasks
 from metrics.aggregation import Scope, metrics_recompute
 from metrics.models import DirtyBucket, HourlyStats
 from metrics.pipeline import constituency_totals_stale, dirty_buckets_flush, stale_buckets_find
@@ -72,7 +72,7 @@ def test_a_flush_of_marks_spanning_a_thousand_hours():
         TransactionRow(f"history-{i}", election.id, place.id, "vote_cast", T0 + i * HOUR + timedelta(minutes=5), None)
         for i in range(1100)
     ]
-    transactions_ingest(rows=rows, defer_flush=True)
+    transactions_ingest(rows=rows)
     assert dirty_buckets_flush(election_id=election.id, now=T0 + 1200 * HOUR) == 1100
     assert HourlyStats.objects.filter(constituency=place).count() == 1100
 
@@ -188,7 +188,7 @@ def test_checked_concurrent_ingest_flushes_and_manual_recomputes_leave_exact_tot
                     )
                     for j in range(rng.randrange(1, 20))
                 ]
-                transactions_ingest(rows=rows, defer_flush=True)
+                transactions_ingest(rows=rows)
         except Exception as e:
             errors.append(e)
         finally:
@@ -252,9 +252,11 @@ def test_checked_async_commit_only_in_the_flushs_own_transaction(monkeypatch):
             return cursor.fetchone()[0]
 
     monkeypatch.setattr(pipeline, "metrics_recompute", spy)
+    # The test drives the flush itself: the ingest's flush request (eager here) is withheld.
+    monkeypatch.setattr(tasks, "flush_request", lambda election_id: None)
     for i in range(2):
         row = TransactionRow(f"s-{i}", election.id, place.id, "vote_cast", T0 + timedelta(minutes=5 + i), None)
-        transactions_ingest(rows=[row], defer_flush=True)
+        transactions_ingest(rows=[row])
         if i == 0:
             assert dirty_buckets_flush(election_id=election.id) == 1
             assert show() == "on"

@@ -4,8 +4,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from election_monitor.commands import sql_log_off
 from elections.importers import DEFAULT_BATCH_SIZE, FORMATS, ImportFileError, transactions_import
-from elections.management.commands._bulk import sql_log_off
 from elections.models import Election
 
 

@@ -18,9 +18,10 @@ rules of SPEC section 4 fire for them and for no other constituency:
 - ``votes_exceed_bulletins``: from day 2 noon every tenth vote has no bulletin;
 - ``outside_voting_window``: a few transactions before the polls open and after they close.
 
-Everything is stored through elections.services.transactions_ingest (the one insert path),
-then the election is recomputed once in full and the dirty marks the load made are dropped,
-all in one database transaction: an interrupted seed leaves nothing behind.
+Everything is stored through the elections service layer (the one write path), then the
+election is recomputed once in full and the dirty marks the load made are dropped, all in
+one database transaction: an interrupted seed leaves nothing behind. It lives with metrics
+because it needs both floors: observed data in, figures out.
 """
 
 import math
@@ -35,12 +36,17 @@ from django.db import transaction
 from django.db.models import Sum
 
 from elections.models import Constituency, Election, TransactionKind
-from elections.services import TransactionRow, transactions_ingest
+from elections.services import (
+    TransactionRow,
+    constituencies_upsert,
+    election_save,
+    elections_delete,
+    transactions_ingest,
+)
 from elections.timebuckets import local_midnight_instant, zone
 from metrics.models import Anomaly, AnomalyKind, DirtyBucket
 from metrics.pipeline import election_recompute
 
-UTC = UTC
 DEFAULT_CODE = "demo-2024"
 DEFAULT_CONSTITUENCIES = 40
 DEFAULT_TRANSACTIONS = 300_000
@@ -282,24 +288,25 @@ def demo_election_seed(
     started = time.perf_counter()
     with transaction.atomic():
         if existing:
-            existing.delete()
-        election = Election.objects.create(
-            code=code,
-            name="Presidential election 2024 (demo data)",
-            timezone=TIMEZONE,
-            starts_at=starts_at,
-            ends_at=ends_at,
+            elections_delete(queryset=Election.objects.filter(pk=existing.pk))
+        election = election_save(
+            election=Election(
+                code=code,
+                name="Presidential election 2024 (demo data)",
+                timezone=TIMEZONE,
+                starts_at=starts_at,
+                ends_at=ends_at,
+            )
         )
-        Constituency.objects.bulk_create(
-            [
-                Constituency(
-                    election=election,
-                    code=f"c{i + 1:03d}",
-                    name=DISTRICTS[i % len(DISTRICTS)] + (f" {i // len(DISTRICTS) + 1}" if i >= len(DISTRICTS) else ""),
-                    registered_voters=plan.registered[i],
+        constituencies_upsert(
+            election_id=election.id,
+            wanted={
+                f"c{i + 1:03d}": (
+                    DISTRICTS[i % len(DISTRICTS)] + (f" {i // len(DISTRICTS) + 1}" if i >= len(DISTRICTS) else ""),
+                    plan.registered[i],
                 )
                 for i in range(constituencies)
-            ]
+            },
         )
         ids = list(Constituency.objects.filter(election=election).order_by("code").values_list("id", flat=True))
         _load(rng, election, ids, plan, hours)
@@ -339,10 +346,10 @@ def _load(rng: random.Random, election: Election, ids: list[int], plan: _Plan, h
             tx_hash = f"0x{sequence * step + getrandbits(200):064x}"
             rows.append(TransactionRow(tx_hash, election.id, constituency_id, kind, instant, (ts - block_origin) // 2))
             if len(rows) >= INGEST_BATCH:
-                transactions_ingest(rows=rows, defer_flush=True)
+                transactions_ingest(rows=rows)
                 rows = []
     if rows:
-        transactions_ingest(rows=rows, defer_flush=True)
+        transactions_ingest(rows=rows)
 
 
 def _report(election: Election, *, created: bool) -> DemoReport:

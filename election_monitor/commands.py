@@ -1,4 +1,4 @@
-"""Plumbing shared by the bulk commands (not a command: Django skips modules named _*)."""
+"""Plumbing shared by the bulk management commands of every app."""
 
 from contextlib import contextmanager
 

@@ -6,8 +6,8 @@ from django.core.management import CommandError, call_command
 from django.db.models import Count, Min, Q
 from django.utils import timezone as dj_timezone
 
-from elections import demo
 from elections.models import Constituency, Election, Transaction
+from metrics import demo
 from metrics.models import Anomaly, DirtyBucket, HourlyStats
 from metrics.tests import reference
 

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from elections import demo
-from elections.management.commands._bulk import sql_log_off
+from election_monitor.commands import sql_log_off
+from metrics import demo
 
 
 class Command(BaseCommand):

@@ -1,0 +1,337 @@
+"""Set-based SQL for every app: COPY, unnest upserts, ON CONFLICT inserts, array lookups.
+
+The one home of ``connection.vendor`` branches. Callers pass plain tuples in a stated field
+order and never build SQL themselves; on PostgreSQL rows travel by binary COPY or as one
+array per column (psycopg packs both in C), on SQLite through the ORM's bulk paths or a
+multi-row VALUES list. Either way the rows written and the values returned are the same,
+which the test suite checks on both databases.
+"""
+
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+
+from django.db import connection, models
+from django.db.models import BooleanField, Q
+from django.db.models.expressions import RawSQL
+
+WRITE_BATCH = 2000  # rows per ORM bulk statement (SQLite)
+UPSERT_BATCH = 20000  # rows per unnest statement: one statement's arrays, a few MB
+STAGE_MIN_ROWS = 5000  # from here an upsert stages its rows by COPY instead of arrays
+VALUES_CHUNK = 5000  # pairs per VALUES list on SQLite (two bound parameters each)
+INSERT_BATCH = 2000  # rows per multi-row VALUES insert on SQLite
+
+# Values the driver adapts as they are; anything else (JSON, say) goes through the field.
+_PLAIN_FIELDS = (models.IntegerField, models.FloatField, models.DateTimeField, models.ForeignKey, models.CharField)
+
+
+def is_postgresql() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def rows_insert(model, fields: Sequence[str], rows: list[tuple]) -> None:
+    """Insert ``rows`` (tuples in ``fields`` order) that do not exist yet.
+
+    PostgreSQL: a binary COPY straight into the table, with no Python object per value."""
+    if not rows:
+        return
+    columns = [model._meta.get_field(name) for name in fields]
+    if not is_postgresql():
+        model.objects.bulk_create(_objects(model, columns, rows), batch_size=WRITE_BATCH)
+        return
+    with connection.cursor() as cursor, connection.wrap_database_errors:
+        _copy_rows(cursor, connection.ops.quote_name(model._meta.db_table), columns, rows)
+
+
+def rows_upsert(
+    model, fields: Sequence[str], rows: list[tuple], *, unique: Sequence[str], update: Sequence[str] = ()
+) -> None:
+    """Insert ``rows`` (tuples in ``fields`` order); on a conflict of ``unique`` set the
+    ``update`` fields (default: all the others) of the stored row instead.
+
+    PostgreSQL: ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` per batch, from arrays for a
+    few rows and from a binary COPY into a temporary table for many (a re-run of a full
+    recompute rewrites every row; see docs/PERFORMANCE.md)."""
+    if not rows:
+        return
+    columns = [model._meta.get_field(name) for name in fields]
+    updated = [column for column in columns if (column.name in update if update else column.name not in unique)]
+    if not is_postgresql():
+        model.objects.bulk_create(
+            _objects(model, columns, rows),
+            batch_size=WRITE_BATCH,
+            update_conflicts=True,
+            unique_fields=list(unique),
+            update_fields=[column.name for column in updated],
+        )
+        return
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    names = ", ".join(quote(column.column) for column in columns)
+    on_conflict = (
+        f"ON CONFLICT ({', '.join(quote(model._meta.get_field(name).column) for name in unique)}) DO UPDATE SET "
+        + ", ".join(f"{quote(column.column)} = EXCLUDED.{quote(column.column)}" for column in updated)
+    )
+    with connection.cursor() as cursor, connection.wrap_database_errors:
+        if len(rows) >= STAGE_MIN_ROWS and all(isinstance(column, _PLAIN_FIELDS) for column in columns):
+            stage = quote(f"{model._meta.db_table}_stage")
+            cursor.execute(f"CREATE TEMPORARY TABLE {stage} ON COMMIT DROP AS SELECT {names} FROM {table} WITH NO DATA")
+            _copy_rows(cursor, stage, columns, rows)
+            cursor.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage} {on_conflict}")
+            cursor.execute(f"DROP TABLE {stage}")
+            return
+        sql = f"INSERT INTO {table} ({names}) SELECT * FROM unnest({_arrays_sql(columns)}) {on_conflict}"
+        for start in range(0, len(rows), UPSERT_BATCH):
+            cursor.execute(sql, _arrays(columns, rows[start : start + UPSERT_BATCH]))
+
+
+def rows_update(model, fields: Sequence[str], rows: list[tuple]) -> None:
+    """Set ``fields`` by primary key: ``rows`` are (pk, *values in ``fields`` order).
+
+    PostgreSQL: one ``UPDATE ... FROM unnest(arrays)`` per batch, linear in the rows.
+    Django's bulk_update writes a CASE with one WHEN per row for every field, which
+    PostgreSQL evaluates branch by branch for every row: quadratic per batch."""
+    if not rows:
+        return
+    pk = model._meta.pk
+    columns = [pk, *(model._meta.get_field(name) for name in fields)]
+    if not is_postgresql():
+        model.objects.bulk_update(_objects(model, columns, rows), list(fields), batch_size=500)
+        return
+    quote = connection.ops.quote_name
+    names = ", ".join(quote(column.column) for column in columns)
+    assignments = ", ".join(f"{quote(column.column)} = v.{quote(column.column)}" for column in columns[1:])
+    sql = (
+        f"UPDATE {quote(model._meta.db_table)} AS t SET {assignments} FROM unnest({_arrays_sql(columns)}) "
+        f"AS v({names}) WHERE t.{quote(pk.column)} = v.{quote(pk.column)}"
+    )
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), UPSERT_BATCH):
+            cursor.execute(sql, _arrays(columns, rows[start : start + UPSERT_BATCH]))
+
+
+def rows_insert_new(
+    model, fields: Sequence[str], rows: list[tuple], *, unique: str, group_by: Sequence[str]
+) -> dict[tuple, int]:
+    """Insert the rows whose ``unique`` value is not stored yet (of repeats within ``rows``
+    the first wins); return how many were inserted per value of the ``group_by`` fields.
+
+    One ``INSERT ... ON CONFLICT (unique) DO NOTHING RETURNING`` per chunk. PostgreSQL: the
+    rows arrive by binary COPY into a session temporary table first, and the statement
+    answers with the inserted rows already counted per group (a few thousand rows back
+    instead of one per inserted row). SQLite (3.35 or newer has RETURNING): a multi-row
+    VALUES list per chunk. Either way rows are inserted in the given order.
+    """
+    if not rows:
+        return {}
+    columns = [model._meta.get_field(name) for name in fields]
+    if is_postgresql():
+        return _insert_new_staged(model, columns, rows, unique=unique, group_by=group_by)
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    names = ", ".join(quote(column.column) for column in columns)
+    unique_at = list(fields).index(unique)
+    group_at = [list(fields).index(name) for name in group_by]
+    groups: dict[object, tuple] = {}
+    for row in rows:
+        groups.setdefault(row[unique_at], tuple(row[i] for i in group_at))
+    adapt = _sqlite_row_adapter(columns)
+    created: dict[tuple, int] = {}
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), INSERT_BATCH):
+            chunk = rows[start : start + INSERT_BATCH]
+            placeholders = ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * len(chunk))
+            cursor.execute(
+                f"INSERT INTO {table} ({names}) VALUES {placeholders} "
+                f"ON CONFLICT ({quote(model._meta.get_field(unique).column)}) DO NOTHING "
+                f"RETURNING {quote(model._meta.get_field(unique).column)}",
+                [value for row in chunk for value in adapt(row)],
+            )
+            for (value,) in cursor.fetchall():
+                group = groups[value]
+                created[group] = created.get(group, 0) + 1
+    return created
+
+
+def _insert_new_staged(model, columns, rows: list[tuple], *, unique: str, group_by) -> dict[tuple, int]:
+    """PostgreSQL half of rows_insert_new.
+
+    Subtle: the stage table lives as long as the connection and is emptied by the same
+    statement that moves its rows (DELETE ... RETURNING in a CTE), so a second call within
+    one outer transaction never sees the first call's rows; ON COMMIT DELETE ROWS is the
+    backstop when a statement fails half-way and the transaction rolls back to a savepoint.
+    """
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    stage = quote(f"{model._meta.db_table}_new_stage")
+    names = ", ".join(quote(column.column) for column in columns)
+    declared = ", ".join(f"{quote(column.column)} {column.db_type(connection)}" for column in columns)
+    grouped = ", ".join(quote(model._meta.get_field(name).column) for name in group_by)
+    with connection.cursor() as cursor, connection.wrap_database_errors:
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} (ord integer NOT NULL, {declared}) ON COMMIT DELETE ROWS"
+        )
+        with cursor.cursor.copy(f"COPY {stage} (ord, {names}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["int4", *(_copy_type(column) for column in columns)])
+            write_row = copy.write_row
+            for position, row in enumerate(rows):
+                write_row((position, *row))
+        cursor.execute(
+            f"WITH staged AS (DELETE FROM {stage} RETURNING *), "
+            f"inserted AS (INSERT INTO {table} ({names}) SELECT {names} FROM staged ORDER BY ord "
+            f"ON CONFLICT ({quote(model._meta.get_field(unique).column)}) DO NOTHING RETURNING {grouped}) "
+            f"SELECT {grouped}, count(*) FROM inserted GROUP BY {grouped}"
+        )
+        return {tuple(found[:-1]): found[-1] for found in cursor.fetchall()}
+
+
+def counter_increment(model, *, key: str, key_value: int, counter: str) -> int:
+    """Add one to ``counter`` of the row whose unique ``key`` is ``key_value`` (creating it
+    at 1) and return the new value: one upsert statement on both databases, row-locked
+    until the caller's transaction ends."""
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    key_column = quote(model._meta.get_field(key).column)
+    counter_column = quote(model._meta.get_field(counter).column)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({key_column}, {counter_column}) VALUES (%s, 1) "
+            f"ON CONFLICT ({key_column}) DO UPDATE SET {counter_column} = {table}.{counter_column} + 1 "
+            f"RETURNING {counter_column}",
+            [key_value],
+        )
+        return cursor.fetchone()[0]
+
+
+def pairs_in(pairs: list[tuple[int, datetime]], *, columns: tuple[str, str] = ("constituency_id", "hour")) -> Q:
+    """``(a, b) IN`` the pairs as one semi-join, for any model with those two columns.
+
+    Subtle: PostgreSQL then probes a (a, b) index once per pair (index-only where it covers
+    the query); an OR of ``b = x AND a IN (...)`` per value plans as a bitmap heap scan of
+    every page holding a matching row, and SQLite refuses such an OR past 1,000 terms
+    (expression tree too deep). SQLite takes the pairs as VALUES lists, in chunks that stay
+    under its limit of bound parameters."""
+    quoted = "(" + ", ".join(connection.ops.quote_name(name) for name in columns) + ") IN "
+    if is_postgresql():
+        condition = RawSQL(
+            quoted + "(SELECT * FROM unnest(%s::bigint[], %s::timestamptz[]))",
+            ([a for a, _ in pairs], [b for _, b in pairs]),
+            output_field=BooleanField(),
+        )
+        return Q(condition)
+    q = Q(pk__in=[])
+    for start in range(0, len(pairs), VALUES_CHUNK):
+        chunk = pairs[start : start + VALUES_CHUNK]
+        params = [value for a, b in chunk for value in (a, connection.ops.adapt_datetimefield_value(b))]
+        values = ", ".join(["(%s, %s)"] * len(chunk))
+        q |= Q(RawSQL(f"{quoted}(VALUES {values})", params, output_field=BooleanField()))
+    return q
+
+
+def rows_by_ids(model, ids: Iterable[int], fields: Sequence[str]) -> dict[int, tuple]:
+    """{pk: (field values...)} for the given primary keys, in one query.
+
+    PostgreSQL: one array parameter (``= ANY(%s)``); Django's IN list compiles and binds a
+    parameter per id, which dominates for thousands of ids."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    if not is_postgresql():
+        return {pk: tuple(rest) for pk, *rest in model.objects.filter(pk__in=wanted).values_list("pk", *fields)}
+    quote = connection.ops.quote_name
+    names = ", ".join(quote(model._meta.get_field(name).column) for name in fields)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {quote(model._meta.pk.column)}, {names} FROM {quote(model._meta.db_table)} "
+            f"WHERE {quote(model._meta.pk.column)} = ANY(%s)",
+            [wanted],
+        )
+        return {pk: tuple(rest) for pk, *rest in cursor.fetchall()}
+
+
+def derived_writes_tune() -> None:
+    """Settings for the current transaction of a metrics flush only (PostgreSQL).
+
+    Subtle: an asynchronous commit is safe for a flush because it writes only derived rows
+    and deletes the marks it consumed in the same transaction: a crash that loses the commit
+    loses both, and the surviving marks are flushed again. JIT compilation is off because a
+    flush's queries are small probes that the cost model still rates worth compiling."""
+    if not is_postgresql():
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        cursor.execute("SET LOCAL jit TO OFF")
+
+
+def table_vacuum(model) -> bool:
+    """VACUUM a small, busy table whose rows are deleted as fast as they are written
+    (PostgreSQL, outside a transaction); True if it ran."""
+    if not is_postgresql() or connection.in_atomic_block:
+        return False
+    with connection.cursor() as cursor:
+        # SKIP_LOCKED: another process's vacuum of the table is as good as ours.
+        cursor.execute(f"VACUUM (SKIP_LOCKED) {connection.ops.quote_name(model._meta.db_table)}")
+    return True
+
+
+def _copy_rows(cursor, table: str, columns, rows: list[tuple]) -> None:
+    names = ", ".join(connection.ops.quote_name(column.column) for column in columns)
+    with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types([_copy_type(column) for column in columns])
+        write_row = copy.write_row
+        for row in rows:
+            write_row(row)
+
+
+def _copy_type(column) -> str:
+    return column.db_type(connection).split("(")[0]
+
+
+def _objects(model, columns, rows: list[tuple]) -> list:
+    """Model instances of the rows, for the ORM's bulk paths on SQLite."""
+    return [model(**{column.attname: value for column, value in zip(columns, row, strict=True)}) for row in rows]
+
+
+def _arrays_sql(columns) -> str:
+    return ", ".join(f"%s::{column.db_type(connection)}[]" for column in columns)
+
+
+def _arrays(columns, rows: list[tuple]) -> list[list]:
+    """One array per column: ``unnest`` turns them back into rows."""
+    arrays = [list(values) for values in zip(*rows, strict=True)]
+    for i, column in enumerate(columns):
+        if not isinstance(column, _PLAIN_FIELDS):
+            arrays[i] = [column.get_db_prep_save(value, connection) for value in arrays[i]]
+    return arrays
+
+
+def _sqlite_row_adapter(columns) -> Callable[[tuple], tuple]:
+    """Raw SQL bypasses field adaptation: SQLite stores datetimes as naive UTC text.
+
+    Rows of one batch share their hour buckets, their received_at and often their
+    timestamps, so each distinct datetime is converted once."""
+    datetime_at = [i for i, column in enumerate(columns) if isinstance(column, models.DateTimeField)]
+    if not datetime_at:
+        return tuple
+    texts: dict[datetime, str] = {}
+
+    def text(value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        if value.tzinfo is UTC:  # parsed '...Z' / '+00:00', and every hour bucket
+            return value.isoformat(" ")[:-6]  # without the '+00:00'
+        if value.fold:
+            # Subtle: within one zone, datetimes compare and hash ignoring fold, so the second
+            # of two ambiguous wall times would find the first's text; never cache those.
+            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ")
+        found = texts.get(value)
+        if found is None:
+            found = texts[value] = value.astimezone(UTC).replace(tzinfo=None).isoformat(" ")
+        return found
+
+    def adapt(row: tuple) -> list:
+        values = list(row)
+        for i in datetime_at:
+            values[i] = text(values[i])
+        return values
+
+    return adapt
