@@ -3,7 +3,7 @@ figures, their differences and the mismatch rule (read-only, like the protocols 
 
 from django.contrib import admin
 
-from election_monitor.admin_utils import ElectionListFilter, LargeTableAdmin
+from elections.admin_utils import ElectionListFilter, LargeTableAdmin
 from forensics.models import Reconciliation
 from forensics.reconciliation import stream_protocol_mismatch
 

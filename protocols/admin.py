@@ -3,7 +3,7 @@
 
 from django.contrib import admin
 
-from election_monitor.admin_utils import ElectionListFilter, LargeTableAdmin
+from elections.admin_utils import ElectionListFilter, LargeTableAdmin
 from protocols.models import ElectionOption, ProtocolImport, ProtocolResult
 
 

@@ -1,22 +1,23 @@
 """The one write path of protocols (SPEC section 11): import a commission's file, replacing the
-election's protocols and options in one database transaction.
+election's protocols and options in one database transaction. Missing constituencies are
+created through the elections write path (``constituencies_upsert``), which announces them.
 
 Memory stays flat: stations are stored in batches as they are read, each batch with one query
 for its existing constituencies, one bulk insert of the missing ones and one bulk insert
-(COPY on PostgreSQL) of its protocols. The whole import is one database transaction, so a
+(binary COPY on PostgreSQL, election_monitor.bulk_sql) of its protocols. The whole import is one database transaction, so a
 failure or a file without a single valid station leaves the previous protocols as they were.
 """
 
 import csv
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from django.db import connection, transaction
+from django.db import transaction
 
+from election_monitor import bulk_sql
 from elections.models import Constituency, Election
-from elections.signals import constituencies_changed
+from elections.services import constituencies_upsert
 from protocols.importers import (
     Empty,
     ImportFileError,
@@ -122,10 +123,6 @@ def protocols_import(
             for name in ("read", "stored", "skipped_empty", "rejected", "constituencies_created"):
                 setattr(record, name, getattr(report, name))
             record.save(update_fields=["read", "stored", "skipped_empty", "rejected", "constituencies_created"])
-            if report.constituencies_created:
-                # bulk_create sends no post_save: the election's constituency count and registered
-                # voters changed without a recompute.
-                constituencies_changed.send(sender=Constituency, election_id=election.id)
     report.import_id = record.id
     if on_progress:
         on_progress(size, size)
@@ -136,29 +133,12 @@ def _batch_store(batch: list[Station], *, election: Election, record: ProtocolIm
     ids = dict(
         Constituency.objects.filter(election=election, code__in=[s.code for s in batch]).values_list("code", "id")
     )
-    missing = [s for s in batch if s.code not in ids]
+    missing = {s.code: (s.name, s.counts[0]) for s in batch if s.code not in ids}
     if missing:
-        created = Constituency.objects.bulk_create(
-            Constituency(election=election, code=s.code, name=s.name, registered_voters=s.counts[0]) for s in missing
-        )
-        ids.update((c.code, c.id) for c in created)
-        report.constituencies_created += len(created)
+        # Through the write path of constituencies: one bulk insert, announced in this transaction.
+        created, _ = constituencies_upsert(election_id=election.id, wanted=missing)
+        ids.update(Constituency.objects.filter(election=election, code__in=list(missing)).values_list("code", "id"))
+        report.constituencies_created += created
     rows = [(election.id, ids[s.code], record.id, s.line, *s.counts, list(s.votes)) for s in batch]
-    if connection.vendor == "postgresql":
-        _copy_protocols(rows)
-    else:
-        ProtocolResult.objects.bulk_create(
-            (ProtocolResult(**dict(zip(PROTOCOL_COLUMNS, row, strict=True))) for row in rows), batch_size=1000
-        )
+    bulk_sql.rows_insert(ProtocolResult, PROTOCOL_COLUMNS, rows)
     report.stored += len(batch)
-
-
-def _copy_protocols(rows: list[tuple]) -> None:
-    """COPY is PostgreSQL's bulk path: one stream instead of an INSERT's parameter lists."""
-    table = ProtocolResult._meta.db_table
-    with (
-        connection.cursor() as cursor,
-        cursor.cursor.copy(f"COPY {table} ({', '.join(PROTOCOL_COLUMNS)}) FROM STDIN") as copy,
-    ):
-        for row in rows:
-            copy.write_row((*row[:-1], json.dumps(row[-1])))

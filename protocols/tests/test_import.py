@@ -10,7 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from elections.models import Constituency
-from elections.signals import constituencies_changed
+from elections.signals import buckets_changed
 from elections.tests.factories import ConstituencyFactory, ElectionFactory
 from protocols.importers import station_code
 from protocols.models import ElectionOption, ProtocolImport, ProtocolResult
@@ -243,19 +243,20 @@ def test_plain_layout_and_gzip(election, tmp_path):
     assert (report.file_format, report.stored) == ("commission", 1)
 
 
-def test_new_constituencies_are_announced_once_in_the_import_transaction(election, tmp_path):
+def test_new_constituencies_are_announced_in_the_import_transaction(election, tmp_path):
     received = []
 
-    def receiver(sender, election_id, **kwargs):
-        received.append((election_id, connection.in_atomic_block))
+    def receiver(sender, election_id, buckets, **kwargs):
+        received.append((election_id, frozenset(buckets), connection.in_atomic_block))
 
-    constituencies_changed.connect(receiver)
+    buckets_changed.connect(receiver)
     try:
         import_quietly(commission_csv(tmp_path / "p.csv", [station(str(i)) for i in range(5)], OPTIONS), election)
         import_quietly(commission_csv(tmp_path / "p.csv", [station(str(i)) for i in range(5)], OPTIONS), election)
     finally:
-        constituencies_changed.disconnect(receiver)
-    assert received == [(election.id, True)]  # the re-import created none
+        buckets_changed.disconnect(receiver)
+    created = {(pk, None) for pk in Constituency.objects.filter(election=election).values_list("id", flat=True)}
+    assert received == [(election.id, frozenset(created), True)]  # the re-import created none
 
 
 def test_queries_do_not_grow_with_the_number_of_stations(election, tmp_path):

@@ -4,7 +4,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from elections.management.commands._bulk import sql_log_off
+from election_monitor.commands import sql_log_off
 from elections.models import Election
 from protocols.importers import ImportFileError
 from protocols.layouts import FORMATS
