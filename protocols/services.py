@@ -2,10 +2,12 @@
 election's protocols and options in one database transaction. Missing constituencies are
 created through the elections write path (``constituencies_upsert``), which announces them.
 
-Memory stays flat: stations are stored in batches as they are read, each batch with one query
-for its existing constituencies, one bulk insert of the missing ones and one bulk insert
-(binary COPY on PostgreSQL, election_monitor.bulk_sql) of its protocols. The whole import is one database transaction, so a
-failure or a file without a single valid station leaves the previous protocols as they were.
+Memory stays flat (but for the set of station codes seen, to refuse a station given twice):
+stations are stored in batches as they are read, each batch with one query for its existing
+constituencies, one bulk insert of the missing ones and one bulk insert (binary COPY on
+PostgreSQL, election_monitor.bulk_sql) of its protocols. The whole import is one database
+transaction, so a failure or a file without a single valid station leaves the previous
+protocols as they were.
 """
 
 import csv
