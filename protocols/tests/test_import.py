@@ -270,3 +270,14 @@ def test_queries_do_not_grow_with_the_number_of_stations(election, tmp_path):
 
     # Bulk statements only: SQLite splits them at its parameter limit, never one per station.
     assert queries(600) - queries(30) < 570 / 20
+
+
+def test_a_certified_election_gets_no_new_constituencies_and_nothing_changes(election, tmp_path):
+    from elections.services import election_certify
+
+    import_quietly(commission_csv(tmp_path / "a.csv", [station("1")], OPTIONS), election)
+    election_certify(election_id=election.id, user=None)
+    with pytest.raises(CommandError, match="is certified"):
+        run(commission_csv(tmp_path / "b.csv", [station("1"), station("2")], OPTIONS), election)
+    assert ProtocolResult.objects.count() == 1
+    assert ProtocolImport.objects.count() == 1

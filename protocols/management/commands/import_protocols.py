@@ -6,6 +6,7 @@ from tqdm import tqdm
 
 from election_monitor.commands import sql_log_off
 from elections.models import Election
+from elections.services import ElectionCertified
 from protocols.importers import ImportFileError
 from protocols.layouts import FORMATS
 from protocols.services import DEFAULT_BATCH_SIZE, protocols_import
@@ -68,8 +69,10 @@ class Command(BaseCommand):
                     on_progress=on_progress,
                     batch_size=options["batch_size"],
                 )
-        except ImportFileError as error:
-            raise CommandError(str(error)) from None
+        except (ImportFileError, ElectionCertified) as error:
+            raise CommandError(
+                f"{error} Nothing was changed." if isinstance(error, ElectionCertified) else str(error)
+            ) from None
         finally:
             bar.close()
         if report.ignored_columns:
