@@ -36,6 +36,17 @@ def figure_key(*, election_id: int, import_id: int, figure: str, **params) -> st
     return f"forensics:election:{election_id}:import:{import_id}:{figure}:{digest}"
 
 
+# Keys built from query parameters must span a bounded set. Histogram and fingerprint widths
+# are divisors of 100 (a few thousand at most); repetitions and seed are free, so only the
+# defaults, the figure everyone reads, are cached, and other values are computed each time.
+UNCACHED_UNLESS = {"integer-excess": {"reps": 1000, "seed": 42}}
+
+
+def figure_cacheable(figure: str, **params) -> bool:
+    wanted = UNCACHED_UNLESS.get(figure)
+    return wanted is None or all(params.get(name) == value for name, value in wanted.items())
+
+
 def cached(key: str, compute: Callable[[], Any]) -> Any:
     """The value stored under ``key``, or ``compute()``'s, stored for FORENSICS_CACHE_TTL."""
     value = _get(key)

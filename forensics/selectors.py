@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from elections.models import Election
 from forensics import charts, figures
-from forensics.cache import cached, figure_key
+from forensics.cache import cached, figure_cacheable, figure_key
 from protocols.models import ElectionOption, ProtocolImport, ProtocolResult
 
 PROTOCOL_FIELDS = ("registered_voters", "ballots_early", "ballots_on_day", "ballots_outside", "valid", "invalid")
@@ -49,18 +49,21 @@ def stations_load(*, election_id: int) -> figures.Stations:
 def _figure(election_id: int, name: str, compute, png=None, **params):
     """A figure's data (``png=None``) or its picture (``png``: data -> PNG bytes)."""
     record = latest_import(election_id=election_id)
+    cacheable = figure_cacheable(name, **params)
 
     def data() -> dict:
-        key = figure_key(election_id=election_id, import_id=record.id, figure=name, **params)
-
         def fresh() -> dict:
             value = compute(stations_load(election_id=election_id))
             return {**value, "computed_at": timezone.now()}
 
-        return cached(key, fresh)
+        if not cacheable:
+            return fresh()
+        return cached(figure_key(election_id=election_id, import_id=record.id, figure=name, **params), fresh)
 
     if png is None:
         return data()
+    if not cacheable:
+        return png(data(), _title(election_id))
     key = figure_key(election_id=election_id, import_id=record.id, figure=name, representation="png", **params)
     return cached(key, lambda: png(data(), _title(election_id)))
 

@@ -185,3 +185,13 @@ def test_same_figure_as_the_function_on_the_loaded_stations(api_client, protocol
     body = api_client.get(url(protocol_election, "integer-excess"), {"reps": 30, "seed": 5}).json()
     direct = figures.integer_excess(stations_load(election_id=protocol_election.id), reps=30, seed=5).as_dict()
     assert {k: body[k] for k in direct} == direct
+
+
+def test_only_the_default_monte_carlo_is_cached(api_client, protocol_election):
+    """Repetitions and seed are free parameters: caching every pair would grow the cache without
+    bound, so only the default (1,000 and 42) is kept."""
+    figure = url(protocol_election, "integer-excess")
+    custom = [api_client.get(figure, {"reps": 20, "seed": 3}).json()["computed_at"] for _ in range(2)]
+    default = [api_client.get(figure).json()["computed_at"] for _ in range(2)]
+    assert custom[0] != custom[1]
+    assert default[0] == default[1]
