@@ -1,10 +1,8 @@
-import sys
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
 
-from election_monitor.commands import sql_log_off
+from election_monitor.commands import file_import_progress, sql_log_off
 from election_monitor.exceptions import ServiceError
 from elections.importers import DEFAULT_BATCH_SIZE, FORMATS, ImportFileError, transactions_import
 from elections.models import Election
@@ -49,26 +47,9 @@ class Command(BaseCommand):
         except Election.DoesNotExist:
             raise CommandError(f"No election with code '{options['election']}'.") from None
 
-        bar = tqdm(
-            total=0,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            file=sys.stderr,
-            desc="importing",
-            disable=True if options["no_progress"] else None,
-        )
-
-        def on_rejected(line: int, reason: str) -> None:
-            with tqdm.external_write_mode(file=sys.stderr):
-                self.stderr.write(f"line {line}: {reason}")
-
-        def on_progress(position: int, size: int) -> None:
-            bar.total = size
-            bar.update(position - bar.n)
-
+        progress = file_import_progress(self, desc="importing", enabled=not options["no_progress"])
         try:
-            with sql_log_off():
+            with progress as (on_rejected, on_progress), sql_log_off():
                 report = transactions_import(
                     path=options["file"],
                     election=election,
@@ -79,8 +60,6 @@ class Command(BaseCommand):
                 )
         except (ImportFileError, ServiceError) as error:
             raise CommandError(str(error)) from None
-        finally:
-            bar.close()
 
         if report.ignored_columns:
             self.stdout.write(f"Ignored unknown column(s): {', '.join(report.ignored_columns)}")

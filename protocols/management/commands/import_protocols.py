@@ -1,10 +1,8 @@
-import sys
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
 
-from election_monitor.commands import sql_log_off
+from election_monitor.commands import file_import_progress, sql_log_off
 from elections.models import Election
 from elections.services import ElectionCertified
 from protocols.importers import ImportFileError
@@ -41,26 +39,9 @@ class Command(BaseCommand):
             election = Election.objects.get(code=options["election"])
         except Election.DoesNotExist:
             raise CommandError(f"No election with code '{options['election']}'.") from None
-        bar = tqdm(
-            total=0,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            file=sys.stderr,
-            desc="importing protocols",
-            disable=True if options["no_progress"] else None,
-        )
-
-        def on_rejected(line: int, reason: str) -> None:
-            with tqdm.external_write_mode(file=sys.stderr):
-                self.stderr.write(f"line {line}: {reason}")
-
-        def on_progress(position: int, size: int) -> None:
-            bar.total = size
-            bar.update(position - bar.n)
-
+        progress = file_import_progress(self, desc="importing protocols", enabled=not options["no_progress"])
         try:
-            with sql_log_off():
+            with progress as (on_rejected, on_progress), sql_log_off():
                 report = protocols_import(
                     path=options["file"],
                     election=election,
@@ -73,8 +54,6 @@ class Command(BaseCommand):
             raise CommandError(
                 f"{error} Nothing was changed." if isinstance(error, ElectionCertified) else str(error)
             ) from None
-        finally:
-            bar.close()
         if report.ignored_columns:
             self.stdout.write(f"Protocol lines not stored: {' | '.join(report.ignored_columns)}")
         self.stdout.write(f"Options ({len(report.options)}): {' | '.join(report.options)}")
