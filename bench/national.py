@@ -237,16 +237,19 @@ def stream_write(copy, *, election_id: int, ids, bulletins, votes, seed: int, pr
     return written
 
 
-def election_load(*, fraction: float, seed: int = 2021, stations: list[Station] | None = None, progress=None) -> dict:
+def election_code(fraction: float) -> str:
+    return f"{CODE}-f{fraction:g}".replace(".", "_")
+
+
+def election_load(*, fraction: float, stations: list[Station], seed: int = 2021, progress=None) -> dict:
     """Create the national election at ``fraction`` and load its stream; returns timings."""
     from django.db import connection, transaction
 
     from bench.generate import IndexesSuspended, election_purge
     from elections.models import Constituency, Election
 
-    stations = stations or stations_read()
     voters, bulletins, votes = scaled(stations, fraction)
-    code = f"{CODE}-f{fraction:g}".replace(".", "_")
+    code = election_code(fraction)
     election_purge(codes=[code])
     starts, ends = window()
     election = Election.objects.create(
@@ -365,14 +368,15 @@ class Run:
         self.work = Path(args.work_dir or f"/tmp/em-national-{os.getpid()}")
         self.work.mkdir(parents=True, exist_ok=True)
         self.key = f"{args.fraction:g}"
-        self.results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        self.json = Path(args.json)
+        self.results = json.loads(self.json.read_text()) if self.json.exists() else {}
         self.entry = self.results.setdefault(self.key, {}) if args.reuse_data else {}
         self.results[self.key] = self.entry
         self.gunicorn = None
 
     def save(self):
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(self.results, indent=1, sort_keys=True, default=str) + "\n")
+        self.json.parent.mkdir(parents=True, exist_ok=True)
+        self.json.write_text(json.dumps(self.results, indent=1, sort_keys=True, default=str) + "\n")
 
     def server(self):
         from bench.servers import Gunicorn
@@ -384,7 +388,7 @@ class Run:
     def election(self):
         from elections.models import Election
 
-        return Election.objects.get(code=f"{CODE}-f{self.args.fraction:g}".replace(".", "_"))
+        return Election.objects.get(code=election_code(self.args.fraction))
 
     def item(self, name, function):
         if name not in self.args.only:
@@ -404,7 +408,10 @@ class Run:
         def progress(n):
             print(f"\r  {n:,} rows", end="", file=sys.stderr, flush=True)
 
-        result = election_load(fraction=self.args.fraction, progress=progress)
+        stations = stations_read(Path(self.args.data))
+        if self.args.stations:
+            stations = stations[: self.args.stations]
+        result = election_load(fraction=self.args.fraction, stations=stations, progress=progress)
         print(file=sys.stderr)
         return result
 
@@ -569,14 +576,18 @@ def main(argv=None) -> int:
     p.add_argument("--reuse-data", action="store_true", help="the size's database is kept from an earlier --keep")
     p.add_argument("--keep", action="store_true", help="keep the size's database (default: dropped at the end)")
     p.add_argument("--work-dir", default=None)
+    p.add_argument("--stations", type=int, default=None, help="only the first N stations (smoke runs)")
+    p.add_argument("--data", default=str(DATA), help="the protocols CSV (default: NATIONAL_DATA or %(default)s)")
+    p.add_argument("--json", default=str(RESULTS), help="results file, one entry per fraction")
     r = sub.add_parser("report", help="render bench/results/national.json into docs/PERFORMANCE.md")
     r.add_argument("--output", default=str(env.ROOT / "docs" / "PERFORMANCE.md"))
     r.add_argument("--plot", default=str(env.ROOT / "docs" / "national.png"))
+    r.add_argument("--json", default=str(RESULTS))
     args = parser.parse_args(argv)
     if args.command == "report":
         from bench.national_report import report_write
 
-        report_write(json.loads(RESULTS.read_text()), md_path=Path(args.output), png_path=Path(args.plot))
+        report_write(json.loads(Path(args.json).read_text()), md_path=Path(args.output), png_path=Path(args.plot))
         return 0
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(args.only) - set(ITEMS)
