@@ -102,12 +102,10 @@ def stage_next(*, run_id: int, after: str) -> None:
             run = RecomputeRun.objects.select_for_update().get(pk=run_id)
             if run.steps.filter(stage=RecomputeStage.SPIKES).exists():
                 return  # started already
-            hours = set(HourlyStats.objects.filter(election_id=run.election_id).values_list("hour", flat=True))
-            hours |= set(
-                Anomaly.objects.filter(election_id=run.election_id, kind=AnomalyKind.VELOCITY_SPIKE).values_list(
-                    "hour", flat=True
-                )
-            )
+            rows = HourlyStats.objects.filter(election_id=run.election_id)
+            spikes = Anomaly.objects.filter(election_id=run.election_id, kind=AnomalyKind.VELOCITY_SPIKE)
+            hours = {*rows.values_list("hour", flat=True).distinct().order_by()}
+            hours |= {*spikes.values_list("hour", flat=True).distinct().order_by()}
             steps = RecomputeStep.objects.bulk_create(
                 [RecomputeStep(run=run, stage=RecomputeStage.SPIKES, hour=hour) for hour in sorted(hours)]
             )
