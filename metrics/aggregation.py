@@ -140,6 +140,7 @@ class PeerRow(NamedTuple):
     hour: datetime
     votes: int
     anomaly_count: int
+    voters: int  # the constituency's registered voters
 
 
 AnomalyKey = tuple[int, datetime, str]  # (constituency_id, hour, kind)
@@ -213,10 +214,9 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
         peers_outside = _load_other_peers(
             election_id=election_id, touched=touched, hours=set() if scope.whole_election else judged_hours
         )
-        stored_totals = _constituency_rows(
-            election_id=election_id, scope=scope, ids=touched | {peer.constituency_id for peer in peers_outside}
-        )
+        stored_totals = _constituency_rows(election_id=election_id, scope=scope, ids=touched)
         voters = {constituency_id: stored.voters for constituency_id, stored in stored_totals.items()}
+        voters.update((peer.constituency_id, peer.voters) for peer in peers_outside)
 
         # What the recount moves each constituency's totals by: new minus stored figures.
         totals_delta: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
@@ -296,6 +296,10 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
         result.anomalies_deleted = len(stale_ids)
 
         refresh = touched | peers_rejudged
+        if scope.totals_by_delta and peers_rejudged - stored_totals.keys():
+            stored_totals.update(
+                _constituency_rows(election_id=election_id, scope=scope, ids=peers_rejudged - stored_totals.keys())
+            )
         if not scope.totals_by_delta:
             result.constituencies_refreshed = constituency_metrics_refresh(
                 election_id=election_id,
@@ -390,25 +394,23 @@ def _load_other_peers(*, election_id: int, touched: set[int], hours: set[datetim
         HourlyStats.objects.filter(election_id=election_id, hour__in=hours)
         .exclude(constituency_id__in=sorted(touched))
         .annotate(slot=slot)
-        .values_list("id", "constituency_id", "slot", "votes_cast", "anomaly_count")
+        .values_list("id", "constituency_id", "slot", "votes_cast", "anomaly_count", "constituency__registered_voters")
         .order_by()
     )
-    return [PeerRow(pk, constituency_id, hours[slot], votes, count) for pk, constituency_id, slot, votes, count in rows]
+    return [PeerRow(pk, c, hours[slot], votes, count, voters) for pk, c, slot, votes, count, voters in rows]
 
 
 def _constituency_rows(*, election_id: int, scope: Scope, ids: set[int]) -> dict[int, StoredTotals]:
-    """At least the given constituencies' stored totals. Spike peers make ``ids`` most of
-    the election, and an IN list of thousands of ids costs more than reading the election's
-    rows by its index: past IN_LIST_MAX, that is what happens."""
-    rows = Constituency.objects.filter(election_id=election_id)
-    if not scope.whole_election and len(ids) <= IN_LIST_MAX:
-        rows = rows.filter(id__in=sorted(ids))
-    return {
-        pk: StoredTotals(*stored)
-        for pk, *stored in rows.values_list(
-            "id", "registered_voters", "total_bulletins_issued", "total_votes_cast", "total_transactions"
-        ).order_by()
-    }
+    """The given constituencies' stored totals (every one of a whole-election scope).
+
+    Subtle: only the recounted ones, found by one array parameter: the spike peers bring
+    their registered voters with their rows, and reading all of a 96,000-constituency
+    election per flush was most of a national flush (docs/PERFORMANCE.md)."""
+    fields = ["registered_voters", "total_bulletins_issued", "total_votes_cast", "total_transactions"]
+    if scope.whole_election:
+        rows = Constituency.objects.filter(election_id=election_id).values_list("id", *fields).order_by()
+        return {pk: StoredTotals(*stored) for pk, *stored in rows}
+    return {pk: StoredTotals(*stored) for pk, stored in bulk_sql.rows_by_ids(Constituency, ids, fields).items()}
 
 
 def _delta_add(delta: list[int], row: "_Row", *, sign: int) -> None:
