@@ -3,6 +3,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from election_monitor.admin_login import admin_login
 from election_monitor.api_root import api_root
 
 api = [
@@ -15,6 +16,8 @@ api = [
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/api/", permanent=False)),
+    # Before the admin's own URLs, so that this path reaches the throttled view.
+    path("admin/login/", admin_login),
     path("admin/", admin.site.urls),
     path("api-auth/", include("rest_framework.urls")),
     path("api/", include(api)),

@@ -23,3 +23,11 @@ class IsStaff(BasePermission):
         if request.method in SAFE_METHODS:
             return ReadOrIngest().has_permission(request, view)
         return bool(request.user and request.user.is_authenticated and request.user.is_staff)
+
+
+class CanCertify(BasePermission):
+    """Certification and un-certification: staff holding the certify permission."""
+
+    def has_permission(self, request, view):
+        user = request.user
+        return bool(user and user.is_authenticated and user.is_staff and user.has_perm("elections.certify_election"))

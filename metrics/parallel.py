@@ -27,6 +27,7 @@ import logging
 from datetime import datetime
 from functools import partial
 
+from celery import current_app
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -69,8 +70,8 @@ def election_recompute_start(
 
 
 def _steps_queue(step_ids: list[int]) -> None:
-    from metrics.tasks import recompute_step
-
+    # By name from the app's registry: metrics.tasks imports this module (its thin door).
+    recompute_step = current_app.tasks["metrics.recompute_step"]
     for step_id in step_ids:
         recompute_step.delay(step_id)
 

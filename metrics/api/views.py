@@ -22,6 +22,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
+from election_monitor.resilience import broker_breaker
 from elections.permissions import IsStaff
 from metrics import selectors
 from metrics.api.serializers import (
@@ -150,8 +151,7 @@ class ReadView(APIView):
     def represent(self, cached: CachedRead, serializer_class) -> Response:
         """The serialized form of a cached value, serialized once per process: the value's
         ETag names exactly one computation, so its representation never changes. Serializing
-        on every hit was most of a cached read's cost (bench, issue 6: 15 ms of the election
-        metrics' 15.4 ms in-process became 6 ms)."""
+        on every hit was most of a cached read's cost (docs/PERFORMANCE.md, cached reads)."""
         key = (serializer_class, cached.etag)
         representation = _REPRESENTATIONS.get(key)
         if representation is None:
@@ -322,7 +322,7 @@ class RecomputeView(GenericAPIView):
         election_id = constituency.election_id if constituency else serializer.validated_data["election"].id
         constituency_id = constituency.id if constituency else None
         try:
-            result = recompute_election.delay(election_id, constituency_id)
+            result = broker_breaker().call(recompute_election.delay, election_id, constituency_id)
         except (BrokerOperationalError, ConnectionError):
             logger.exception("could not queue a recompute of election %s", election_id)
             return Response(
