@@ -139,3 +139,47 @@ def test_a_redelivered_step_changes_nothing_and_the_run_finishes_once(election):
     assert run.finished_at == finished
     assert snapshot(election.id) == before
     assert run.steps.filter(stage=RecomputeStage.SPIKES).count() == len({h for _, h in before["hourly"]})
+
+
+@pytest.fixture
+def spread(election, constituencies, settings):
+    """Six constituencies with votes, and parts of two: a whole-election recompute is split."""
+    from elections.services import TransactionRow, transactions_ingest
+    from elections.tests.factories import VOTING_STARTS
+
+    settings.METRICS_RECOMPUTE_PART_SIZE = 2
+    rows = [
+        TransactionRow(f"sp-{i}", election.id, constituencies[i % 6].id, "vote_cast", VOTING_STARTS, None)
+        for i in range(18)
+    ]
+    transactions_ingest(rows=rows)
+    HourlyStats.objects.filter(election=election).update(votes_cast=0)  # damage to repair
+    return election
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_recompute_api_spreads_a_big_election_over_tasks_and_repairs_it(staff_client, spread, stats_match):
+    response = staff_client.post("/api/metrics/recompute/", {"election": spread.id}, format="json")
+
+    assert response.status_code == 202
+    run = RecomputeRun.objects.get(election=spread)
+    assert run.finished_at is not None
+    assert run.steps.filter(stage=RecomputeStage.PART).count() == 3
+    stats_match(spread)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_backfill_parallel_waits_for_the_run_and_refuses_partial_scopes(spread, constituencies, stats_match):
+    import io
+
+    from django.core.management import CommandError, call_command
+
+    out = io.StringIO()
+    call_command("backfill_metrics", "--election", spread.code, "--parallel", "--part-size", "4", stdout=out)
+
+    assert "recomputed by 2 parts and 1 hourly spike steps" in out.getvalue()
+    stats_match(spread)
+    for extra in (["--constituency", constituencies[0].code], ["--chunk", "2"], ["--part-size", "0"]):
+        with pytest.raises(CommandError):
+            call_command("backfill_metrics", "--election", spread.code, "--parallel", *extra)
+    assert RecomputeRun.objects.count() == 1

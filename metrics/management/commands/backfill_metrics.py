@@ -2,7 +2,8 @@
 
 Synchronous and idempotent: by default the whole election is recounted in one pass (one
 transaction); with --chunk N every N constituencies are recounted and committed on their
-own, so an interrupted run is finished by running it again.
+own, so an interrupted run is finished by running it again. With --parallel the whole
+election is split into Celery tasks (metrics/parallel.py) and the command waits for them.
 """
 
 import sys
@@ -15,7 +16,7 @@ from tqdm import tqdm
 from elections.models import Constituency, Election
 from elections.services import RowError, parse_aware_datetime
 from metrics.aggregation import RecomputeResult
-from metrics.models import Anomaly, HourlyStats, RecomputeRun
+from metrics.models import Anomaly, HourlyStats, RecomputeRun, RecomputeStage
 from metrics.parallel import election_recompute_start
 from metrics.pipeline import election_recompute
 
@@ -115,7 +116,6 @@ class Command(BaseCommand):
     def _parallel(self, election, *, part_size: int | None, wait: float) -> None:
         started = time.monotonic()
         run = election_recompute_start(election_id=election.id, part_size=part_size)
-        parts = run.steps.count()
         while not RecomputeRun.objects.filter(pk=run.pk, finished_at__isnull=False).exists():
             if time.monotonic() - started > wait:
                 done = run.steps.filter(done_at__isnull=False).count()
@@ -125,6 +125,7 @@ class Command(BaseCommand):
                 )
             time.sleep(0.2)
         _analyze()
+        parts = run.steps.filter(stage=RecomputeStage.PART).count()
         self.stdout.write(
             f"Election {election.code}: recomputed by {parts} parts and {run.steps.count() - parts} hourly spike "
             f"steps (run {run.pk}) in {time.monotonic() - started:.1f}s."
