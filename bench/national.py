@@ -25,7 +25,6 @@ the end unless ``--keep``; results go to bench/results/national.json, keyed by f
 """
 
 import argparse
-import csv
 import datetime as dt
 import json
 import math
@@ -34,19 +33,17 @@ import statistics
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import env
+from bench.protocols import DATA, Station, election_code, scaled, stations_read
 
 env.prepare()
 
-DATA = Path(os.environ.get("NATIONAL_DATA", env.ROOT.parent / "shared" / "data" / "kobak_2021.csv"))
 RESULTS = env.ROOT / "bench" / "results" / "national.json"
-CODE = "duma-2021"
 TIMEZONE = "Europe/Moscow"
 DAYS = (dt.date(2021, 9, 17), dt.date(2021, 9, 18), dt.date(2021, 9, 19))
 OPENS, CLOSES = 8, 20  # local hours
@@ -54,63 +51,7 @@ DAY_SHARE = (0.34, 0.35, 0.31)
 VOTE_DELAY = (20, 900)  # seconds from a bulletin to its vote
 COPY_COLUMNS = ("tx_hash", "election_id", "constituency_id", "kind", "timestamp", "hour", "block_number", "received_at")
 PG_EPOCH = 946_684_800  # 2000-01-01 UTC, the zero of PostgreSQL's binary timestamps
-HEADERS = {
-    "registered": "Число избирателей, внесенных в список избирателей на момент окончания голосования",
-    "issued": (
-        "Число избирательных бюллетеней, выданных избирателям, проголосовавшим досрочно",
-        "Число избирательных бюллетеней, выданных в помещении для голосования в день голосования",
-        "Число избирательных бюллетеней, выданных вне помещения для голосования в день голосования",
-    ),
-    "cast": ("Число недействительных избирательных бюллетеней", "Число действительных избирательных бюллетеней"),
-}
 ITEMS = ("load", "recompute", "parallel", "incremental", "freshness", "api", "disk")
-
-
-@dataclass(frozen=True)
-class Station:
-    code: str
-    name: str
-    registered: int
-    issued: int
-    cast: int
-
-
-def stations_read(path: Path = DATA) -> list[Station]:
-    """One Station per protocol row, in file order (codes are the 1-based row numbers: a few
-    stations share a region and number)."""
-    with open(path, newline="", encoding="utf-8") as source:
-        rows = csv.reader(source)
-        header = next(rows)
-        at = {name: i for i, name in enumerate(header)}
-
-        def number(row, name):
-            value = row[at[name]]
-            return int(value) if value else 0
-
-        stations = []
-        for n, row in enumerate(rows, start=1):
-            stations.append(
-                Station(
-                    code=f"{n:05d}",
-                    name=f"{row[at['region']]}, {row[at['tik']]}, {row[at['uik']]}"[:255],
-                    registered=number(row, HEADERS["registered"]),
-                    issued=sum(number(row, h) for h in HEADERS["issued"]),
-                    cast=sum(number(row, h) for h in HEADERS["cast"]),
-                )
-            )
-    return stations
-
-
-def scaled(stations: list[Station], fraction: float):
-    """(registered, bulletins, votes) per station at ``fraction``, as numpy arrays."""
-    import numpy as np
-
-    registered = np.array([s.registered for s in stations], dtype=np.int64)
-    issued = np.array([s.issued for s in stations], dtype=np.int64)
-    cast = np.array([s.cast for s in stations], dtype=np.int64)
-    # The check constraint wants at least one voter; 17 protocols list none.
-    voters = np.maximum(1, np.ceil(registered * fraction - 1e-9)).astype(np.int64)
-    return voters, np.rint(issued * fraction).astype(np.int64), np.rint(cast * fraction).astype(np.int64)
 
 
 def open_hours() -> list[tuple[int, int, float]]:
@@ -235,10 +176,6 @@ def stream_write(copy, *, election_id: int, ids, bulletins, votes, seed: int, pr
             progress(sum(written.values()))
     copy.write((-1).to_bytes(2, "big", signed=True))
     return written
-
-
-def election_code(fraction: float) -> str:
-    return f"{CODE}-f{fraction:g}".replace(".", "_")
 
 
 def election_load(*, fraction: float, stations: list[Station], seed: int = 2021, progress=None) -> dict:
