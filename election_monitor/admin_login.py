@@ -52,18 +52,27 @@ def _count_failure(request) -> None:
             return
 
 
+def login_throttled(login_view):
+    """``login_view`` (the admin's, the dashboard's) behind the failure counter."""
+
+    def view(request, *args, **kwargs):
+        if request.method != "POST":
+            return login_view(request, *args, **kwargs)
+        if _locked(request):
+            minutes = max(1, round(settings.ADMIN_LOGIN_LOCKOUT_SECONDS / 60))
+            return HttpResponse(
+                f"Too many failed logins from this address; try again in up to {minutes} minutes.",
+                status=429,
+                content_type="text/plain; charset=utf-8",
+            )
+        response = login_view(request, *args, **kwargs)
+        if response.status_code == 200:  # the form again: the credentials were refused
+            _count_failure(request)
+        return response
+
+    return view
+
+
 def admin_login(request, *args, **kwargs):
     """Django's admin login, behind the failure counter."""
-    if request.method != "POST":
-        return admin.site.login(request, *args, **kwargs)
-    if _locked(request):
-        minutes = max(1, round(settings.ADMIN_LOGIN_LOCKOUT_SECONDS / 60))
-        return HttpResponse(
-            f"Too many failed logins from this address; try again in up to {minutes} minutes.",
-            status=429,
-            content_type="text/plain; charset=utf-8",
-        )
-    response = admin.site.login(request, *args, **kwargs)
-    if response.status_code == 200:  # the form again: the credentials were refused
-        _count_failure(request)
-    return response
+    return login_throttled(admin.site.login)(request, *args, **kwargs)

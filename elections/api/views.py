@@ -11,6 +11,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
 from elections import selectors, services
+from elections.api.exports import ElectionCSVExportMixin
 from elections.api.serializers import (
     BulkIngestResultSerializer,
     ConstituencySerializer,
@@ -34,7 +35,11 @@ class IdFilter(serializers.Serializer):
 
 
 class ElectionViewSet(
-    mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+    ElectionCSVExportMixin,
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
 ):
     """Elections. POST creates one (ingest permission)."""
 
@@ -76,7 +81,11 @@ CONSTITUENCY_FILTER = OpenApiParameter("constituency", int, description="Only th
 
 @extend_schema_view(list=extend_schema(parameters=[ELECTION_FILTER]))
 class ConstituencyViewSet(
-    mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+    ElectionCSVExportMixin,
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
 ):
     """Constituencies, filterable by ``election``. POST creates one (ingest permission)."""
 
@@ -120,12 +129,13 @@ TRANSACTION_ITEM_SCHEMA = {
 
 
 @extend_schema_view(list=extend_schema(parameters=[ELECTION_FILTER, CONSTITUENCY_FILTER]))
-class TransactionViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+class TransactionViewSet(ElectionCSVExportMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     """Transactions. POST one object, or a list of up to 10,000 (all-or-nothing; a tx_hash
     already stored counts as a duplicate, not an error). GET lists the newest first."""
 
     serializer_class = TransactionSerializer
     pagination_class = NewestFirst
+    csv_ordering = ("-id",)
 
     def get_queryset(self):
         filters = IdFilter(data=self.request.query_params)
