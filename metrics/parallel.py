@@ -10,8 +10,8 @@ A run goes through three stages, each step one task, so N workers share the work
    (docs/METRICS.md#anomaly-rules): it keeps the stored spikes and counts them.
 2. **spikes**: one step per hour, judging that hour's spikes across all its constituencies
    and moving the anomaly counts of its rows by the spikes that came or went.
-3. **finish**: every constituency's totals, anomaly count and score, as the single-process
-   recompute ends.
+3. **finish**: every constituency's episodes (docs/METRICS.md), totals, anomaly count and
+   score, as the single-process recompute ends.
 
 Locks: parts and spike steps hold the election row FOR SHARE, so they run side by side
 (they write disjoint rows), while a flush or another recompute of the election, which take
@@ -37,6 +37,7 @@ from elections.models import Constituency, Election
 from metrics import anomalies
 from metrics.aggregation import ANOMALY_UPSERT_FIELDS, DELETE_BATCH, Scope, constituency_metrics_refresh
 from metrics.aggregation import metrics_recompute as recompute
+from metrics.episodes import episodes_refresh
 from metrics.models import Anomaly, AnomalyKind, HourlyStats, RecomputeRun, RecomputeStage, RecomputeStep
 
 logger = logging.getLogger(__name__)
@@ -123,6 +124,9 @@ def run_finish(*, run_id: int) -> bool:
         Election.objects.select_for_update(no_key=True).filter(pk=election_id).exists()
         if not RecomputeRun.objects.filter(pk=run_id, finished_at__isnull=True).update(finished_at=timezone.now()):
             return False
+        # The spike steps wrote velocity spikes without their episodes: re-derive every
+        # constituency's, as the single-process recompute of a whole election does.
+        episodes_refresh(election_id=election_id, constituency_ids=None, now=now)
         constituency_metrics_refresh(election_id=election_id, constituency_ids=None, now=now)
     logger.info("recompute run %s of election %s finished", run_id, election_id)
     return True
