@@ -5,36 +5,45 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('elections', '0005_election_date_bounds'),
-        ('metrics', '0006_merge_episodes_drift_checks'),
+        ("elections", "0005_election_date_bounds"),
+        ("metrics", "0006_merge_episodes_drift_checks"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='RecomputeRun',
+            name="RecomputeRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('now', models.DateTimeField()),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('election', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='elections.election')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("now", models.DateTimeField()),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "election",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="elections.election"
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='RecomputeStep',
+            name="RecomputeStep",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('stage', models.CharField(choices=[('part', 'Part'), ('spikes', 'Spikes')], max_length=16)),
-                ('first', models.BigIntegerField(help_text='Lowest constituency id of a part.', null=True)),
-                ('last', models.BigIntegerField(help_text='Highest constituency id of a part.', null=True)),
-                ('hour', models.DateTimeField(help_text='The hour of a spikes step.', null=True)),
-                ('done_at', models.DateTimeField(blank=True, null=True)),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='steps', to='metrics.recomputerun')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("stage", models.CharField(choices=[("part", "Part"), ("spikes", "Spikes")], max_length=16)),
+                ("first", models.BigIntegerField(help_text="Lowest constituency id of a part.", null=True)),
+                ("last", models.BigIntegerField(help_text="Highest constituency id of a part.", null=True)),
+                ("hour", models.DateTimeField(help_text="The hour of a spikes step.", null=True)),
+                ("done_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "run",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="steps", to="metrics.recomputerun"
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['run', 'stage'], name='recompute_step_run_stage')],
+                "indexes": [models.Index(fields=["run", "stage"], name="recompute_step_run_stage")],
             },
         ),
     ]
