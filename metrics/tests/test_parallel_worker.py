@@ -12,7 +12,7 @@ from elections.tests.factories import VOTING_STARTS, ConstituencyFactory, Electi
 from metrics import parallel
 from metrics.aggregation import Scope, metrics_recompute
 from metrics.models import DirtyBucket, HourlyStats, RecomputeRun, RecomputeStage, RecomputeStep
-from metrics.tests.conftest import WorkerProcess
+from metrics.tests.fixtures import WorkerProcess
 from metrics.tests.test_parallel import snapshot
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -24,9 +24,11 @@ def second_worker(worker, tmp_path):
     other = WorkerProcess(worker.database_url, tmp_path / "second-worker.log")
     other.name = f"pytest-second-{other.name}"
     other.start()
-    yield other
-    other.wait_idle()
-    other.stop()
+    try:
+        yield other
+        other.wait_idle()
+    finally:
+        other.stop()
 
 
 def election_with_votes(code: str, *, constituencies: int = 9, spike_at: int = 4):
