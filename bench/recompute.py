@@ -154,3 +154,33 @@ def incremental(election, *, repeats: int, warmup: int = 3, seed: int = 7) -> di
             flush.append(seconds)
             raw.append(raw_seconds)
     return {"flush_seconds": flush, "raw_seconds": raw}
+
+
+def parallel_recompute(election, *, workers: int, work, queue: str, runs: int = 1) -> dict:
+    """``backfill_metrics --parallel`` (metrics/parallel.py) with ``workers`` worker
+    processes on the bench queue, from empty; the result must have the single-process
+    recompute's bucket count."""
+    from bench.ingest import command_peak_rss
+    from bench.servers import Worker
+
+    pool = Worker(work, queue, concurrency=workers)
+    seconds, raw = [], []
+    try:
+        for _ in range(runs):
+            metrics_reset(election.id)
+            raw_seconds, groups = raw_group_by(election)
+            measured = command_peak_rss(
+                ["backfill_metrics", "--election", election.code, "--parallel", "--verbosity", "0"], timeout=3600
+            )
+            if hourly_rows(election.id) != groups:
+                raise RuntimeError(f"parallel backfill left {hourly_rows(election.id):,} rows, not {groups:,}")
+            seconds.append(measured["seconds"])
+            raw.append(raw_seconds)
+    finally:
+        pool.stop()
+    return {
+        "workers": workers,
+        "backfill_seconds": sorted(seconds)[len(seconds) // 2],
+        "raw_seconds": sorted(raw)[len(raw) // 2],
+        "runs": seconds,
+    }

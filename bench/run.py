@@ -653,14 +653,18 @@ def main(argv=None) -> int:
             for key in ("6a", "6b"):
                 rps = median([m["rps"] for m in measured[key]])
                 p99 = median([m["p99"] for m in measured[key]])
-                ratio = median([m["rps"] / s["rps"] for m, s in zip(measured[key], measured["static"], strict=False)])
+                pairs = list(zip(measured[key], measured["static"], strict=False))
+                # Against the static view measured back to back at the same concurrency: an
+                # absolute p99 says more about the machine's cores than about the view.
+                ratio = median([m["rps"] / s["rps"] for m, s in pairs])
+                p99_ratio = median([m["p99"] / s["p99"] for m, s in pairs])
                 results.set(
                     key,
                     measured=f"{rps:,.0f} req/s, p99 {fmt_ms(p99)}",
                     raw=f"static DRF view {static_rps:,.0f} req/s, p99 {fmt_ms(static_p99)}",
-                    ratio=fmt_ratio(ratio),
-                    target="ratio >= 0.50; p99 < 20 ms",
-                    met=ratio >= 0.5 and p99 < 0.020,
+                    ratio=f"{fmt_ratio(ratio)} (p99 {p99_ratio:.2f}x)",
+                    target="ratio >= 0.80; p99 <= 1.5x static's",
+                    met=ratio >= 0.8 and p99_ratio <= 1.5,
                     runs=[
                         f"{m['rps']:.0f}/{s['rps']:.0f}"
                         for m, s in zip(measured[key], measured["static"], strict=False)

@@ -147,3 +147,60 @@ def test_smoke_run_produces_every_figure_and_hours_match_hour_bucket(tmp_path):
             assert stored_hours_match_hour_bucket(env, code) == 2000
     finally:
         database_drop(env["BENCH_DATABASE_URL"])
+
+
+NATIONAL_DATA = Path(os.environ.get("NATIONAL_DATA", ROOT.parent / "shared" / "data" / "kobak_2021.csv"))
+
+
+def test_national_replay_smoke_matches_the_protocols(tmp_path):
+    """bench/national.py at a tiny size: every item runs, every station's stream adds up to
+    its scaled protocol, and every hour is hour_bucket's."""
+    env = smoke_environment()
+    if not NATIONAL_DATA.exists():
+        pytest.skip(f"the national replay reads {NATIONAL_DATA}: the shared data folder is absent here")
+    import psycopg
+
+    from bench.env import database_drop
+    from bench.national_protocols import election_code, scaled, stations_read
+
+    fraction, count = 0.05, 120
+    parts = urlsplit(env["BENCH_DATABASE_URL"])
+    url = urlunsplit(parts._replace(path=f"{parts.path}_f0_05"))
+    results = tmp_path / "national.json"
+    # Parts of 40 constituencies: the parallel item runs three parts, then the hourly spike steps.
+    env = {**env, "METRICS_RECOMPUTE_PART_SIZE": "40", "NATIONAL_DATA": str(NATIONAL_DATA)}
+    try:
+        run(
+            [
+                "bench/national.py", "run", "--fraction", str(fraction), "--stations", str(count),
+                "--freshness-seconds", "2", "--incremental-repeats", "2", "--wrk-seconds", "1", "--keep",
+                "--json", str(results), "--work-dir", str(tmp_path / "work"),
+            ],
+            env,
+            timeout=600,
+        )  # fmt: skip
+        entry = json.loads(results.read_text())[f"{fraction:g}"]
+        for item in ("load", "recompute", "parallel", "incremental", "freshness", "api", "disk"):
+            assert "error" not in entry[item], (item, entry[item])
+        assert set(entry["parallel"]) == {"1", "2"}
+
+        stations = stations_read(NATIONAL_DATA)[:count]
+        voters, bulletins, votes = scaled(stations, fraction)
+        want = {s.code: (int(v), int(b), int(c)) for s, v, b, c in zip(stations, voters, bulletins, votes, strict=True)}
+        with psycopg.connect(url) as conn:
+            # Only the generated stream: the incremental and freshness items add rows of their own.
+            got = {
+                code: (registered, b, v)
+                for code, registered, b, v in conn.execute(
+                    "SELECT c.code, c.registered_voters, "
+                    "COUNT(t.id) FILTER (WHERE t.kind = 'bulletin_issued'), "
+                    "COUNT(t.id) FILTER (WHERE t.kind = 'vote_cast') "
+                    "FROM elections_constituency c LEFT JOIN elections_transaction t "
+                    "ON t.constituency_id = c.id AND t.tx_hash ~ '^[0-9a-f]{64}$' GROUP BY c.id"
+                )
+            }
+        assert got == want
+        assert sum(b + v for _, b, v in want.values()) == entry["load"]["transactions"] > 1000
+        assert stored_hours_match_hour_bucket({"BENCH_DATABASE_URL": url}, election_code(fraction)) > 1000
+    finally:
+        database_drop(url)

@@ -202,6 +202,17 @@ def counter_increment(model, *, key: str, key_value: int, counter: str) -> int:
         return cursor.fetchone()[0]
 
 
+def row_lock_shared(model, pk: int):
+    """The row, locked FOR SHARE until the transaction ends (PostgreSQL): other shared holders
+    go on, FOR UPDATE and FOR NO KEY UPDATE wait. Django's select_for_update has no shared
+    mode. SQLite serializes writers itself and needs none."""
+    queryset = model.objects.filter(pk=pk)
+    if is_postgresql():
+        sql, params = queryset.query.sql_with_params()
+        return model.objects.raw(f"{sql} FOR SHARE", params)[0]
+    return queryset.get()
+
+
 def pairs_in(pairs: list[tuple[int, datetime]], *, columns: tuple[str, str] = ("constituency_id", "hour")) -> Q:
     """``(a, b) IN`` the pairs as one semi-join, for any model with those two columns.
 

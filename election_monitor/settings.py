@@ -293,6 +293,9 @@ CIRCUIT_BREAKER_RESET_SECONDS = float(os.environ.get("CIRCUIT_BREAKER_RESET_SECO
 # round, and how long the "flush already queued" flag lives if its task is lost.
 METRICS_FLUSH_DEBOUNCE_SECONDS = float(os.environ.get("METRICS_FLUSH_DEBOUNCE_SECONDS", "0.3"))
 METRICS_FLUSH_BATCH = int(os.environ.get("METRICS_FLUSH_BATCH", "5000"))
+# Constituencies per task of a parallel full recompute (metrics/parallel.py); an election
+# with no more than this is recomputed by one task, in one pass.
+METRICS_RECOMPUTE_PART_SIZE = int(os.environ.get("METRICS_RECOMPUTE_PART_SIZE", "10000"))
 METRICS_FLUSH_PENDING_TTL = int(os.environ.get("METRICS_FLUSH_PENDING_TTL", "15"))
 
 # Cache TTLs: short while an election can still change, long once it is closed.

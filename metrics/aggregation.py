@@ -47,6 +47,9 @@ class Scope:
     # Move the touched constituencies' totals by the recount's deltas instead of re-summing
     # their rows: only for flushes, whose rows nothing else has touched (see metrics_recompute).
     totals_by_delta: bool = False
+    # A part of a parallel recompute (metrics/parallel.py): every hour of the constituencies
+    # with ids in [first, last], peer-judged spikes left to the run's pass over whole hours.
+    span: tuple[int, int] | None = None
 
     @classmethod
     def election(cls, *, since: datetime | None = None, until: datetime | None = None) -> "Scope":
@@ -56,6 +59,10 @@ class Scope:
     @classmethod
     def constituencies(cls, ids, *, since: datetime | None = None, until: datetime | None = None) -> "Scope":
         return cls(q=Q(constituency_id__in=sorted(set(ids))) & _hour_range(since, until))
+
+    @classmethod
+    def constituency_span(cls, first: int, last: int) -> "Scope":
+        return cls(q=Q(constituency_id__gte=first, constituency_id__lte=last), span=(first, last))
 
     @classmethod
     def hours(cls, hours) -> "Scope":
@@ -134,6 +141,7 @@ class PeerRow(NamedTuple):
     hour: datetime
     votes: int
     anomaly_count: int
+    voters: int  # the constituency's registered voters
 
 
 AnomalyKey = tuple[int, datetime, str]  # (constituency_id, hour, kind)
@@ -177,7 +185,12 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
         # Subtle: recomputes of one election are serialized, so a slower run that read older
         # transactions can never overwrite a newer run's rows. FOR NO KEY UPDATE does not
         # block ingest, whose foreign-key checks only take KEY SHARE on the election row.
-        election = Election.objects.select_for_update(no_key=True).get(pk=election_id)
+        # The parts of a parallel recompute write disjoint constituencies and judge no
+        # peers: they share the lock with each other, and still exclude every other recompute.
+        if scope.span is None:
+            election = Election.objects.select_for_update(no_key=True).get(pk=election_id)
+        else:
+            election = bulk_sql.row_lock_shared(Election, election_id)
 
         counts = _recount(election=election, scope=scope)
         stored_in_scope = {
@@ -192,13 +205,19 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
         changed_hours = {hour for _, hour in scope_keys}
         result.buckets_recounted = len(scope_keys)
 
-        since = None if scope.whole_election or not changed_hours else min(changed_hours)
+        # The hours whose velocity spikes this recompute judges against their peers.
+        judged_hours = set() if scope.span else changed_hours
+        since = None if scope.whole_election or scope.span or not changed_hours else min(changed_hours)
         plan = _load_series(election_id=election_id, scope=scope, touched=touched, since=since)
-        peers_outside = _load_other_peers(election_id=election_id, touched=touched, hours=changed_hours)
-        stored_totals = _constituency_rows(
-            election_id=election_id, scope=scope, ids=touched | {peer.constituency_id for peer in peers_outside}
+        # A whole-election scope touches every constituency with a row: no peer is outside it,
+        # and excluding tens of thousands of touched ids is the costliest query of a national
+        # recompute (docs/PERFORMANCE.md).
+        peers_outside = _load_other_peers(
+            election_id=election_id, touched=touched, hours=set() if scope.whole_election else judged_hours
         )
+        stored_totals = _constituency_rows(election_id=election_id, scope=scope, ids=touched)
         voters = {constituency_id: stored.voters for constituency_id, stored in stored_totals.items()}
+        voters.update((peer.constituency_id, peer.voters) for peer in peers_outside)
 
         # What the recount moves each constituency's totals by: new minus stored figures.
         totals_delta: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
@@ -224,10 +243,10 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
             plan.series[constituency_id][hour] = row
 
         desired = _desired_anomalies(
-            plan=plan, voters=voters, counts=counts, changed_hours=changed_hours, peers_outside=peers_outside
+            plan=plan, voters=voters, counts=counts, changed_hours=judged_hours, peers_outside=peers_outside
         )
         existing = _existing_anomalies(
-            election_id=election_id, scope=scope, touched=touched, changed_hours=changed_hours, since=since
+            election_id=election_id, scope=scope, touched=touched, changed_hours=judged_hours, since=since
         )
 
         def in_region(key: AnomalyKey) -> bool:
@@ -235,11 +254,13 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
             constituency_id, hour, kind = key
             if scope.whole_election:
                 return True
+            if kind == AnomalyKind.VELOCITY_SPIKE:
+                return hour in judged_hours
+            if scope.span:
+                return scope.span[0] <= constituency_id <= scope.span[1]
             if kind in anomalies.CUMULATIVE_KINDS:
                 return constituency_id in touched and (since is None or hour >= since)
-            if kind == AnomalyKind.OUTSIDE_VOTING_WINDOW:
-                return (constituency_id, hour) in scope_keys
-            return hour in changed_hours
+            return (constituency_id, hour) in scope_keys
 
         stale_ids = [stored.id for key, stored in existing.items() if key not in desired and in_region(key)]
         upserts = [
@@ -299,6 +320,10 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
         )
 
         refresh = touched | peers_rejudged
+        if scope.totals_by_delta and peers_rejudged - stored_totals.keys():
+            stored_totals.update(
+                _constituency_rows(election_id=election_id, scope=scope, ids=peers_rejudged - stored_totals.keys())
+            )
         if not scope.totals_by_delta:
             result.constituencies_refreshed = constituency_metrics_refresh(
                 election_id=election_id,
@@ -357,7 +382,9 @@ def _load_series(*, election_id: int, scope: Scope, touched: set[int], since: da
     if not touched:
         return plan
     rows = HourlyStats.objects.filter(election_id=election_id)
-    if not scope.all_constituencies:
+    if scope.span:
+        rows = rows.filter(scope.q)
+    elif not scope.all_constituencies:
         rows = rows.filter(constituency_id__in=sorted(touched))
     if since is not None:
         plan.prefix = {
@@ -391,25 +418,23 @@ def _load_other_peers(*, election_id: int, touched: set[int], hours: set[datetim
         HourlyStats.objects.filter(election_id=election_id, hour__in=hours)
         .exclude(constituency_id__in=sorted(touched))
         .annotate(slot=slot)
-        .values_list("id", "constituency_id", "slot", "votes_cast", "anomaly_count")
+        .values_list("id", "constituency_id", "slot", "votes_cast", "anomaly_count", "constituency__registered_voters")
         .order_by()
     )
-    return [PeerRow(pk, constituency_id, hours[slot], votes, count) for pk, constituency_id, slot, votes, count in rows]
+    return [PeerRow(pk, c, hours[slot], votes, count, voters) for pk, c, slot, votes, count, voters in rows]
 
 
 def _constituency_rows(*, election_id: int, scope: Scope, ids: set[int]) -> dict[int, StoredTotals]:
-    """At least the given constituencies' stored totals. Spike peers make ``ids`` most of
-    the election, and an IN list of thousands of ids costs more than reading the election's
-    rows by its index: past IN_LIST_MAX, that is what happens."""
-    rows = Constituency.objects.filter(election_id=election_id)
-    if not scope.whole_election and len(ids) <= IN_LIST_MAX:
-        rows = rows.filter(id__in=sorted(ids))
-    return {
-        pk: StoredTotals(*stored)
-        for pk, *stored in rows.values_list(
-            "id", "registered_voters", "total_bulletins_issued", "total_votes_cast", "total_transactions"
-        ).order_by()
-    }
+    """The given constituencies' stored totals (every one of a whole-election scope).
+
+    Subtle: only the recounted ones, found by one array parameter: the spike peers bring
+    their registered voters with their rows, and reading all of a 96,000-constituency
+    election per flush was most of a national flush (docs/PERFORMANCE.md)."""
+    fields = ["registered_voters", "total_bulletins_issued", "total_votes_cast", "total_transactions"]
+    if scope.whole_election:
+        rows = Constituency.objects.filter(election_id=election_id).values_list("id", *fields).order_by()
+        return {pk: StoredTotals(*stored) for pk, *stored in rows}
+    return {pk: StoredTotals(*stored) for pk, stored in bulk_sql.rows_by_ids(Constituency, ids, fields).items()}
 
 
 def _delta_add(delta: list[int], row: "_Row", *, sign: int) -> None:
@@ -475,7 +500,9 @@ def _existing_anomalies(
 ) -> dict[AnomalyKey, StoredAnomaly]:
     """The stored anomalies this recompute may confirm, change or remove."""
     rows = Anomaly.objects.filter(election_id=election_id)
-    if not scope.whole_election:
+    if scope.span:
+        rows = rows.filter(scope.q)
+    elif not scope.whole_election:
         region = Q(kind=AnomalyKind.VELOCITY_SPIKE, hour__in=sorted(changed_hours))
         if touched:
             own = Q(constituency_id__in=sorted(touched))

@@ -247,3 +247,42 @@ class DriftCheck(models.Model):
     @property
     def drifted(self) -> bool:
         return bool(self.repaired_buckets or self.repaired_constituencies)
+
+
+class RecomputeRun(models.Model):
+    """A full recompute of an election spread over Celery workers (metrics/parallel.py).
+
+    Every step computes at the run's ``now``, so the parts agree with each other exactly as
+    one process would with itself."""
+
+    election = models.ForeignKey(Election, on_delete=models.CASCADE, related_name="+")
+    now = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"recompute of election {self.election_id} at {self.now.isoformat()}"
+
+
+class RecomputeStage(models.TextChoices):
+    PART = "part"  # every hour of a span of constituencies, spikes aside
+    SPIKES = "spikes"  # one hour's velocity spikes, judged across all its constituencies
+
+
+class RecomputeStep(models.Model):
+    """One task of a run; ``done_at`` makes a redelivered task a no-op, and the step that
+    leaves none of its stage undone starts the next stage."""
+
+    run = models.ForeignKey(RecomputeRun, on_delete=models.CASCADE, related_name="steps")
+    stage = models.CharField(max_length=16, choices=RecomputeStage.choices)
+    first = models.BigIntegerField(null=True, help_text="Lowest constituency id of a part.")
+    last = models.BigIntegerField(null=True, help_text="Highest constituency id of a part.")
+    hour = models.DateTimeField(null=True, help_text="The hour of a spikes step.")
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["run", "stage"], name="recompute_step_run_stage")]
+
+    def __str__(self) -> str:
+        what = f"constituencies {self.first}-{self.last}" if self.stage == RecomputeStage.PART else self.hour
+        return f"run {self.run_id} {self.stage} {what}"

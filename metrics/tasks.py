@@ -10,7 +10,7 @@ from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
 from election_monitor.resilience import broker_breaker
-from metrics import pipeline
+from metrics import parallel, pipeline
 from metrics.cache import metrics_cache
 
 logger = logging.getLogger(__name__)
@@ -109,6 +109,10 @@ def verify_settled_elections() -> list[dict]:
 def recompute_election(
     election_id: int, constituency_id: int | None = None, since: str | None = None, until: str | None = None
 ) -> dict:
+    if constituency_id is None and since is None and until is None and parallel.election_is_split(election_id):
+        run = parallel.election_recompute_start(election_id=election_id)
+        logger.info("recompute of election %s spread over workers: run %s", election_id, run.id)
+        return {"run_id": run.id}
     result = pipeline.election_recompute(
         election_id=election_id,
         constituency_ids=None if constituency_id is None else [constituency_id],
@@ -117,3 +121,8 @@ def recompute_election(
     )
     logger.info("recomputed election %s constituency %s: %s", election_id, constituency_id, result)
     return asdict(result)
+
+
+@shared_task(name="metrics.recompute_step", **RETRY)
+def recompute_step(step_id: int) -> None:
+    parallel.step_run(step_id=step_id)
