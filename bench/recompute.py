@@ -124,7 +124,7 @@ def incremental(election, *, repeats: int, warmup: int = 3, seed: int = 7) -> di
         result = services.transactions_ingest(rows=[row])
         assert result.created == 1
         started = time.perf_counter()
-        consumed = dirty_buckets_flush_all(election_id=election.id)
+        consumed = dirty_buckets_flush_all(election_id=election.id).consumed
         seconds = time.perf_counter() - started
         assert consumed >= 1, "the new transaction left no dirty mark"
         hour = next(iter(result.buckets))[1]
