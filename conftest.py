@@ -20,6 +20,16 @@ def _isolated_cache(settings):
 
 
 @pytest.fixture(autouse=True)
+def _closed_circuit_breakers():
+    """Breakers are per process: a fault simulated by one test must not open them for the next."""
+    from election_monitor.resilience import breakers_reset
+
+    breakers_reset()
+    yield
+    breakers_reset()
+
+
+@pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
     """Test users need passwords only to exist; the production hasher costs ~0.3 s each."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

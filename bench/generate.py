@@ -1,4 +1,4 @@
-"""Load a realistic election straight into PostgreSQL with COPY (issue 6, item 1).
+"""Load a realistic election straight into PostgreSQL with COPY (docs/PERFORMANCE.md, item 1).
 
 The election runs 3 days (Moscow's remote-voting shape: a continuous window from 08:00 on
 day 1 to 20:00 on day 3, local time) with a daily curve: quiet nights, a late-morning peak and
@@ -190,8 +190,7 @@ def csv_lines(rows, *, constituency_code: str, clock: Clock) -> str:
 
 
 def election_purge(*, codes=None, ids=None) -> None:
-    """Delete elections and everything under them with set-based SQL (the ORM cascade would
-    load every transaction into memory)."""
+    """Delete elections and everything under them, the millions of rows by set-based SQL."""
     with connection.cursor() as cursor:
         if codes is not None:
             cursor.execute("SELECT id FROM elections_election WHERE code = ANY(%s)", [list(codes)])
@@ -202,8 +201,9 @@ def election_purge(*, codes=None, ids=None) -> None:
         with transaction.atomic():
             for table in ("metrics_dirtybucket", "metrics_anomaly", "metrics_hourlystats", "elections_transaction"):
                 cursor.execute(f"DELETE FROM {table} WHERE election_id = ANY(%s)", [ids])
-            cursor.execute("DELETE FROM elections_constituency WHERE election_id = ANY(%s)", [ids])
-            cursor.execute("DELETE FROM elections_election WHERE id = ANY(%s)", [ids])
+            # The big tables went by plain SQL above; the ORM cascades to every other table
+            # that keeps rows per election (batches, versions, logs), whatever app owns it.
+            Election.objects.filter(id__in=ids).delete()
 
 
 class IndexesSuspended:

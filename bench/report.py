@@ -1,4 +1,4 @@
-"""Results of a run: one row per figure of issue 6, written as JSON and as the generated part
+"""Results of a run: one row per figure of docs/PERFORMANCE.md, written as JSON and as the generated part
 of docs/PERFORMANCE.md (between markers, so the hand-written analysis around it survives)."""
 
 import json

@@ -1,4 +1,4 @@
-"""Run the seven measurements of issue 6 side by side, each against its raw limit, and write
+"""Run the measurements of docs/PERFORMANCE.md side by side, each against its raw limit, and write
 the table to docs/PERFORMANCE.md (and the raw figures to bench/results/latest.json).
 
     .venv/bin/python bench/run.py --constituencies 2000 --transactions 10000000 --runs 3
@@ -29,7 +29,7 @@ STEPS = ("1", "2", "3", "4", "5", "6", "7")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Election Monitor benchmarks (issue 6)")
+    p = argparse.ArgumentParser(description="Election Monitor benchmarks (docs/PERFORMANCE.md)")
     p.add_argument("--constituencies", type=int, default=2000)
     p.add_argument("--transactions", type=int, default=10_000_000, help="rows of the big election")
     p.add_argument("--small-transactions", type=int, default=100_000, help="rows of the small election (item 4)")

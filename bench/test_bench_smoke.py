@@ -1,4 +1,4 @@
-"""CI smoke run of the benchmark harness (issue 6): tiny scale, so the harness keeps working.
+"""CI smoke run of the benchmark harness: tiny scale, so the harness keeps working.
 
 It asserts that every figure of the table was produced and that the generator derives
 ``Transaction.hour`` exactly as elections.timebuckets.hour_bucket does, including across a

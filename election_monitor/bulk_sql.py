@@ -227,25 +227,41 @@ def pairs_in(pairs: list[tuple[int, datetime]], *, columns: tuple[str, str] = ("
     return q
 
 
-def rows_by_ids(model, ids: Iterable[int], fields: Sequence[str]) -> dict[int, tuple]:
-    """{pk: (field values...)} for the given primary keys, in one query.
+def rows_by_ids(model, ids: Iterable[int], fields: Sequence[str], *, lock_key_share: bool = False) -> dict[int, tuple]:
+    """{pk: (field values...)} for the given primary keys, in one query; with
+    ``lock_key_share`` the rows are locked FOR KEY SHARE until the transaction ends
+    (PostgreSQL; SQLite has one writer at a time anyway)."""
+    return rows_by_key(model, model._meta.pk.name, ids, fields, lock_key_share=lock_key_share)
+
+
+def rows_by_key(
+    model, key: str, values: Iterable, fields: Sequence[str], *, lock_key_share: bool = False
+) -> dict[object, tuple]:
+    """{key value: (field values...)} of the rows whose ``key`` is one of ``values``.
 
     PostgreSQL: one array parameter (``= ANY(%s)``); Django's IN list compiles and binds a
-    parameter per id, which dominates for thousands of ids."""
-    wanted = sorted(set(ids))
+    parameter per value, which dominates for thousands of them."""
+    wanted = sorted(set(values))
     if not wanted:
         return {}
     if not is_postgresql():
-        return {pk: tuple(rest) for pk, *rest in model.objects.filter(pk__in=wanted).values_list("pk", *fields)}
+        found = {}
+        for start in range(0, len(wanted), VALUES_CHUNK):
+            rows = model.objects.filter(**{f"{key}__in": wanted[start : start + VALUES_CHUNK]}).values_list(
+                key, *fields
+            )
+            found.update({value: tuple(rest) for value, *rest in rows.order_by()})
+        return found
     quote = connection.ops.quote_name
     names = ", ".join(quote(model._meta.get_field(name).column) for name in fields)
+    key_column = quote(model._meta.get_field(key).column)
+    lock = " FOR KEY SHARE" if lock_key_share else ""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT {quote(model._meta.pk.column)}, {names} FROM {quote(model._meta.db_table)} "
-            f"WHERE {quote(model._meta.pk.column)} = ANY(%s)",
+            f"SELECT {key_column}, {names} FROM {quote(model._meta.db_table)} WHERE {key_column} = ANY(%s){lock}",
             [wanted],
         )
-        return {pk: tuple(rest) for pk, *rest in cursor.fetchall()}
+        return {value: tuple(rest) for value, *rest in cursor.fetchall()}
 
 
 def derived_writes_tune() -> None:

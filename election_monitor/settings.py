@@ -54,11 +54,14 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "elections",
     "metrics",
+    "dashboard",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # Dashboard pages in English or Russian: the language switch (session/cookie), else Accept-Language.
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -90,7 +93,11 @@ TEMPLATES = [
     },
 ]
 
-LANGUAGE_CODE = "en-us"
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("ru", "Русский")]
+# The dashboard's catalogue first: where a contrib app translates the same word otherwise
+# (the admin's "Hour"), the dashboard's pages say what their translator chose.
+LOCALE_PATHS = [BASE_DIR / "dashboard" / "locale"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
@@ -197,11 +204,22 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["elections.permissions.ReadOrIngest"],
+    "DEFAULT_PARSER_CLASSES": [
+        "election_monitor.parsers.StrictJSONParser",
+        # The browsable API's forms.
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "election_monitor.pagination.StandardPagination",
     "PAGE_SIZE": 100,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_CLASSES": ["election_monitor.throttling.FailOpenAnonRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"anon": os.environ.get("ANON_THROTTLE_RATE", "600/minute")},
+    # How many proxies in front of the app append to X-Forwarded-For: the throttle identifies
+    # a client by the address the outermost trusted one saw. 0 (the default): REMOTE_ADDR,
+    # and X-Forwarded-For is ignored; DRF's own default (None) trusted the raw header, so a
+    # client sending a random one per request was never throttled.
+    "NUM_PROXIES": int(os.environ.get("TRUSTED_PROXY_COUNT", "0")),
     "EXCEPTION_HANDLER": "election_monitor.exceptions.exception_handler",
 }
 
@@ -215,7 +233,19 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # The schema and the docs follow the read permission: closed to anonymous users unless
+    # ALLOW_ANONYMOUS_READ is on.
+    "SERVE_PERMISSIONS": ["elections.permissions.ReadOrIngest"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "election_monitor.schema.document_common_errors",
+        "election_monitor.csv_export.schema_add_format_parameter",
+    ],
 }
+
+# Where the dashboard sends a reader who must sign in (anonymous reads off).
+LOGIN_URL = "dashboard:login"
+LOGIN_REDIRECT_URL = "dashboard:elections"
 
 # Anonymous reads: on in the demo (DEBUG), off by default in production.
 METRICS_ALLOW_ANONYMOUS_READ = env_bool("ALLOW_ANONYMOUS_READ", DEBUG)
@@ -224,10 +254,16 @@ METRICS_ALLOW_ANONYMOUS_READ = env_bool("ALLOW_ANONYMOUS_READ", DEBUG)
 
 # An election stays "active" this long after ends_at, to take late data.
 ELECTION_GRACE_PERIOD_HOURS = float(os.environ.get("ELECTION_GRACE_PERIOD_HOURS", "6"))
+# A transaction's timestamp lies at most this many days outside its election's voting window.
+TRANSACTION_WINDOW_SLACK_DAYS = float(os.environ.get("TRANSACTION_WINDOW_SLACK_DAYS", "30"))
 # POST /api/transactions/ accepts lists up to this size.
 INGEST_MAX_BATCH = int(os.environ.get("INGEST_MAX_BATCH", "10000"))
+# Largest request body. A legal list of INGEST_MAX_BATCH items with 128-character hashes and
+# every optional field is about 3 MB compact and 4.5 MB indented; Django's default (2.5 MiB)
+# refused it. Larger bodies are a JSON 413 (election_monitor/exceptions.py).
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("REQUEST_BODY_MAX_BYTES", str(10 * 2**20)))
 
-# Anomaly rules of SPEC section 4: weights and thresholds.
+# Anomaly rules (docs/METRICS.md#anomaly-rules): weights and thresholds.
 ANOMALY_WEIGHTS = {
     "turnout_over_100": float(os.environ.get("ANOMALY_WEIGHT_TURNOUT_OVER_100", "5")),
     "votes_exceed_bulletins": float(os.environ.get("ANOMALY_WEIGHT_VOTES_EXCEED_BULLETINS", "3")),
@@ -237,6 +273,11 @@ ANOMALY_WEIGHTS = {
 ANOMALY_SPIKE_K = float(os.environ.get("ANOMALY_SPIKE_K", "5"))
 ANOMALY_SPIKE_MIN_VOTES = int(os.environ.get("ANOMALY_SPIKE_MIN_VOTES", "20"))
 ANOMALY_SPIKE_MIN_PEERS = int(os.environ.get("ANOMALY_SPIKE_MIN_PEERS", "5"))
+
+# Circuit breakers (election_monitor/resilience.py): after a cache or broker failure, seconds
+# before this process tries that service again (meanwhile: reads from the database, flushes
+# left to the sweep).
+CIRCUIT_BREAKER_RESET_SECONDS = float(os.environ.get("CIRCUIT_BREAKER_RESET_SECONDS", "5"))
 
 # Pipeline: how long a flush waits to gather a burst, how many dirty marks it takes per
 # round, and how long the "flush already queued" flag lives if its task is lost.
@@ -252,6 +293,11 @@ METRICS_CACHE_TTL_CLOSED = int(os.environ.get("METRICS_CACHE_TTL_CLOSED", str(24
 METRICS_VERSION_RECHECK_SECONDS = float(os.environ.get("METRICS_VERSION_RECHECK_SECONDS", "1"))
 
 # --- Security (production: DEBUG off) ---------------------------------------------------
+
+# Admin logins (election_monitor/admin_login.py): a client is refused for the window after
+# this many failures for one username (four times as many for all usernames together).
+ADMIN_LOGIN_MAX_FAILURES = int(os.environ.get("ADMIN_LOGIN_MAX_FAILURES", "5"))
+ADMIN_LOGIN_LOCKOUT_SECONDS = int(os.environ.get("ADMIN_LOGIN_LOCKOUT_SECONDS", "900"))
 
 if not DEBUG:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -2,6 +2,8 @@ import logging
 
 from rest_framework.throttling import AnonRateThrottle
 
+from election_monitor.resilience import guarded_cache
+
 logger = logging.getLogger(__name__)
 
 
@@ -12,6 +14,11 @@ class FailOpenAnonRateThrottle(AnonRateThrottle):
     client may spend two windows' allowance across a window boundary, never more. When the
     cache is down, let the request through (logged) instead of answering 500 — reads degrade
     to the database."""
+
+    @property
+    def cache(self):
+        # The cache's circuit breaker: a hanging Redis must not cost every request a timeout.
+        return guarded_cache()
 
     def allow_request(self, request, view):
         if self.rate is None:

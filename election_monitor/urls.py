@@ -1,8 +1,8 @@
 from django.contrib import admin
 from django.urls import include, path
-from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from election_monitor.admin_login import admin_login
 from election_monitor.api_root import api_root
 
 api = [
@@ -14,7 +14,10 @@ api = [
 ]
 
 urlpatterns = [
-    path("", RedirectView.as_view(url="/api/", permanent=False)),
+    path("", include("dashboard.urls")),
+    path("i18n/", include("django.conf.urls.i18n")),
+    # Before the admin's own URLs, so that this path reaches the throttled view.
+    path("admin/login/", admin_login),
     path("admin/", admin.site.urls),
     path("api-auth/", include("rest_framework.urls")),
     path("api/", include(api)),

@@ -1,32 +1,51 @@
-"""Admin for what was observed (SPEC section 9).
+"""Admin for what was observed.
 
 Every add, change and delete goes through the elections service layer, the one write path
 (the metrics app learns of it there, never from here). Nothing here inlines the thousands of
 rows an election owns; pages link to filtered lists, and apps above this one add theirs.
 """
 
-from django.contrib import admin
+from contextlib import contextmanager
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ActionForm
 from django.db.models import CASCADE, Count
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from election_monitor.admin_utils import (
+from election_monitor.exceptions import ServiceError
+from elections import services
+from elections.admin_utils import (
     ELECTION_PARAMETER,
     ConstituencyListFilter,
     ElectionListFilter,
     LargeTableAdmin,
     election_filtered,
 )
-from elections import services
 from elections.models import (
     CONSTITUENCY_METRIC_FIELDS,
+    AuditEntry,
+    CertificationEvent,
     Constituency,
     Election,
     ElectionStatus,
+    IngestBatch,
+    IngestGrant,
     Transaction,
     grace_period,
 )
+
+
+@contextmanager
+def refusals_shown(model_admin, request):
+    """A write the service layer refuses (a certified election) becomes an error message on
+    the page instead of a 500; nothing was changed."""
+    try:
+        yield
+    except ServiceError as error:
+        model_admin.message_user(request, error.message, messages.ERROR)
 
 
 def _changelist_link(model_name: str, label: str, **params) -> str:
@@ -53,6 +72,10 @@ class ElectionStatusFilter(admin.SimpleListFilter):
         return queryset
 
 
+class ReasonActionForm(ActionForm):
+    reason = forms.CharField(required=False, label="Reason (to un-certify)", max_length=2000)
+
+
 @admin.register(Election)
 class ElectionAdmin(admin.ModelAdmin):
     list_display = ("code", "name", "timezone", "starts_at", "ends_at", "status", "constituency_count")
@@ -65,6 +88,8 @@ class ElectionAdmin(admin.ModelAdmin):
     # (admin URL name, label) of the lists linked from an election's page; apps that derive
     # data from elections extend it.
     related_changelists = (("elections_transaction", "Transactions"),)
+    action_form = ReasonActionForm
+    actions = ("certify", "uncertify")
 
     def get_queryset(self, request):
         # One grouped count over the constituency table, not a query per election.
@@ -93,16 +118,45 @@ class ElectionAdmin(admin.ModelAdmin):
         )
 
     def save_model(self, request, obj, form, change):
-        services.election_save(election=obj)
+        services.election_save(election=obj, user=request.user)
 
     def get_deleted_objects(self, objs, request):
         return _summarized_deletion(objs, request, election_ids=[obj.pk for obj in objs])
 
     def delete_model(self, request, obj):
-        services.elections_delete(queryset=Election.objects.filter(pk=obj.pk))
+        self.delete_queryset(request, Election.objects.filter(pk=obj.pk))
 
     def delete_queryset(self, request, queryset):
-        services.elections_delete(queryset=queryset)
+        with refusals_shown(self, request):
+            services.elections_delete(queryset=queryset, user=request.user)
+
+    @admin.action(description="Certify the selected elections (their count is final)")
+    def certify(self, request, queryset):
+        for election in queryset.order_by("id"):
+            with refusals_shown(self, request):
+                services.election_certify(election_id=election.pk, user=request.user)
+                self.message_user(request, f"Certified {election.code}.", messages.SUCCESS)
+
+    @admin.action(description="Un-certify the selected elections (give the reason above)")
+    def uncertify(self, request, queryset):
+        reason = request.POST.get("reason", "")
+        for election in queryset.order_by("id"):
+            with refusals_shown(self, request):
+                services.election_uncertify(election_id=election.pk, user=request.user, reason=reason)
+                self.message_user(request, f"Un-certified {election.code}: {reason}", messages.SUCCESS)
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if not request.user.has_perm("elections.certify_election"):
+            actions.pop("certify", None)
+            actions.pop("uncertify", None)
+        return actions
+
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and not (obj and obj.certified_at)
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and not (obj and obj.certified_at)
 
 
 @admin.register(Constituency)
@@ -144,7 +198,13 @@ class ConstituencyAdmin(LargeTableAdmin):
         )
 
     def save_model(self, request, obj, form, change):
-        services.constituency_save(constituency=obj)
+        services.constituency_save(constituency=obj, user=request.user)
+
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and not (obj and obj.election.certified_at)
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and not (obj and obj.election.certified_at)
 
     def get_deleted_objects(self, objs, request):
         return _summarized_deletion(objs, request, constituency_ids=[obj.pk for obj in objs])
@@ -153,7 +213,8 @@ class ConstituencyAdmin(LargeTableAdmin):
         self.delete_queryset(request, Constituency.objects.filter(pk=obj.pk))
 
     def delete_queryset(self, request, queryset):
-        services.constituencies_delete(queryset=queryset)
+        with refusals_shown(self, request):
+            services.constituencies_delete(queryset=queryset, user=request.user)
 
 
 @admin.register(Transaction)
@@ -199,13 +260,20 @@ class TransactionAdmin(LargeTableAdmin):
         return [f"{count} transactions"], {"transactions": count}, perms_needed, []
 
     def save_model(self, request, obj, form, change):
-        services.transaction_save(instance=obj)
+        services.transaction_save(instance=obj, user=request.user)
 
     def delete_model(self, request, obj):
-        services.transactions_delete(queryset=Transaction.objects.filter(pk=obj.pk))
+        self.delete_queryset(request, Transaction.objects.filter(pk=obj.pk))
 
     def delete_queryset(self, request, queryset):
-        services.transactions_delete(queryset=queryset)
+        with refusals_shown(self, request):
+            services.transactions_delete(queryset=queryset, user=request.user)
+
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and not (obj and obj.election.certified_at)
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and not (obj and obj.election.certified_at)
 
 
 def _summarized_deletion(objs, request, *, election_ids=(), constituency_ids=()):
@@ -237,3 +305,49 @@ def _summarized_deletion(objs, request, *, election_ids=(), constituency_ids=())
         f"{count} {name}" for name, count in list(model_count.items())[1:]
     ]
     return to_delete, model_count, perms_needed, []
+
+
+class AppendOnlyAdmin(admin.ModelAdmin):
+    """Logs: readable in the admin, never added, edited or deleted there."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(AppendOnlyAdmin):
+    list_display = ("created_at", "username", "action", "model", "object_id", "object_repr")
+    list_filter = ("action", "model")
+    search_fields = ("username", "object_repr")
+    date_hierarchy = "created_at"
+
+
+@admin.register(CertificationEvent)
+class CertificationEventAdmin(AppendOnlyAdmin):
+    list_display = ("created_at", "election", "action", "user", "reason")
+    list_filter = ("action",)
+    list_select_related = ("election", "user")
+
+
+@admin.register(IngestBatch)
+class IngestBatchAdmin(AppendOnlyAdmin):
+    list_display = ("id", "created_at", "election", "source", "user", "label", "created", "duplicates", "conflicts")
+    list_filter = ("source", ElectionListFilter)
+    list_select_related = ("election", "user")
+    search_fields = ("label",)
+
+
+@admin.register(IngestGrant)
+class IngestGrantAdmin(admin.ModelAdmin):
+    """Limits a user's ingest credential to elections or constituencies (see the README)."""
+
+    list_display = ("user", "election", "constituency")
+    list_select_related = ("user", "election", "constituency")
+    autocomplete_fields = ("election", "constituency")
+    raw_id_fields = ("user",)

@@ -1,4 +1,4 @@
-"""File imports (SPEC section 8): stream CSV / JSON Lines files into the ingest services.
+"""File imports (README, Management commands): stream CSV / JSON Lines files into the ingest services.
 
 Files are read line by line in binary and decoded per line, so a bad byte, a bad field or a
 wrong column count rejects that one line (with its number) and never the file; only a
@@ -11,20 +11,24 @@ large the file is and a crash keeps every batch already stored (re-running is id
 import csv
 import gzip
 import io
-import json
 import logging
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import ClassVar
 
 from django.db import connection, connections
 
-from elections.models import Constituency, Election
+from election_monitor.parsers import strict_loads
+from elections import selectors
+from elections.models import Constituency, Election, IngestSource
 from elections.services import (
     IngestResult,
+    Origin,
     RowError,
     TransactionRow,
     constituencies_upsert,
@@ -127,11 +131,36 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def _csv_reader(source: _Source, required: tuple, optional: tuple = ()):
-    """Read and check the header; return (columns, reader). Rows are checked by the caller."""
-    reader = csv.reader(source.text, strict=True)
+def _lines(source: _Source) -> Iterator[tuple[int, str]]:
+    """(line number, text) of every physical line."""
+    return enumerate(source.text, 1)
+
+
+def _csv_fields(text: str) -> list[str]:
+    """The fields of one physical line; raises csv.Error.
+
+    Subtle: a record never spans lines. The csv module would let a stray quote open a field
+    that swallows every following line up to the next quote (the rest of a file, often);
+    no column of these files may hold a line break, so a quote left open is an error of
+    this line alone and the next line is read afresh. Lines without a quote, nearly all of
+    them, are split directly (the csv module splits them the same way).
+    """
+    text = text.rstrip("\r\n")
+    if '"' not in text:
+        return text.split(",")
     try:
-        header = next(reader, None)
+        return next(csv.reader((text,), strict=True), [])
+    except csv.Error as error:
+        if "unexpected end of data" in str(error):
+            raise csv.Error("a quoted field is not closed on this line (fields cannot span lines)") from None
+        raise
+
+
+def _csv_header(lines: Iterator[tuple[int, str]], required: tuple, optional: tuple = ()) -> list[str]:
+    """Read and check the header line; return its column names. Rows are checked by the caller."""
+    _, first = next(lines, (1, ""))
+    try:
+        header = _csv_fields(first)
     except csv.Error as error:
         raise ImportFileError(f"line 1: the header is not valid CSV ({error}). Nothing was stored.") from None
     if not header or not any(h.strip() for h in header):
@@ -150,35 +179,35 @@ def _csv_reader(source: _Source, required: tuple, optional: tuple = ()):
         raise ImportFileError(
             f"The header names column(s) {printable(', '.join(repeated))} more than once. Nothing was stored."
         )
-    return columns, reader
+    return columns
 
 
-def _csv_records(reader, columns: list[str], wanted: tuple) -> Iterator:
+def _csv_records(lines: Iterator[tuple[int, str]], columns: list[str], wanted: tuple) -> Iterator:
     """(line number, {name: value} for the ``wanted`` columns present | _BadLine), blank lines skipped."""
     width = len(columns)
     picks = [(name, columns.index(name)) for name in wanted if name in columns]
-    while True:
+    for line, text in lines:
         try:
-            fields = next(reader)
-        except StopIteration:
-            return
+            fields = _csv_fields(text)
         except csv.Error as error:
-            yield reader.line_num, _BadLine(f"not valid CSV ({error})")
+            yield line, _BadLine(f"not valid CSV ({error})")
             continue
         if len(fields) != width:
             if not fields or (len(fields) == 1 and not fields[0].strip()):
                 continue  # a blank line
-            yield reader.line_num, _BadLine(f"expected {width} fields as in the header, got {len(fields)}")
+            yield line, _BadLine(f"expected {width} fields as in the header, got {len(fields)}")
             continue
-        yield reader.line_num, {name: fields[i] for name, i in picks}
+        yield line, {name: fields[i] for name, i in picks}
 
 
 def _jsonl_records(source: _Source) -> Iterator:
-    for line, text in enumerate(source.text, 1):
+    """(line number, object | _BadLine): a line that is not JSON, or is pathological JSON
+    (election_monitor.parsers refuses the same as the API does), is rejected alone."""
+    for line, text in _lines(source):
         if not text.strip():
             continue
         try:
-            value = json.loads(text)
+            value = strict_loads(text)
         except ValueError as error:
             yield line, _BadLine(f"not valid JSON ({error})")
             continue
@@ -190,11 +219,24 @@ def _jsonl_records(source: _Source) -> Iterator:
 
 @dataclass
 class TransactionImportReport:
+    """What became of every data line read: each ends in exactly one of OUTCOMES, so
+    ``read`` equals their sum (a new outcome is a field here and a name in OUTCOMES)."""
+
+    OUTCOMES: ClassVar[tuple[str, ...]] = ("created", "duplicates", "conflicts", "rejected")
+
     read: int = 0  # data lines (blank lines are not counted)
     created: int = 0
-    duplicates: int = 0  # already stored, or repeated in the file
+    duplicates: int = 0  # already stored, or repeated in the file, with the same content
+    conflicts: int = 0  # already stored, or earlier in the file, with other content: not stored
     rejected: int = 0
     ignored_columns: list[str] = field(default_factory=list)
+
+    def accounted(self) -> int:
+        return sum(getattr(self, name) for name in self.OUTCOMES)
+
+    def summary(self) -> str:
+        """``read N, created A, duplicates B, conflicts C, rejected D`` (N = A + B + C + D), as printed."""
+        return ", ".join(f"{name} {getattr(self, name)}" for name in ("read", *self.OUTCOMES))
 
 
 def constituency_lookup_by_code(*, election: Election) -> Callable:
@@ -239,24 +281,33 @@ def transactions_import(
     ``on_progress(position, size)`` reports bytes of the file on disk.
     """
     fmt, gzipped = file_format_detect(path, fmt)
+    if election.certified_at is not None:
+        raise ImportFileError(f"Election {election.code} is certified: its data can no longer change.")
+    origin = Origin(IngestSource.IMPORT, user=None, label=path.name)
     lookup = constituency_lookup_by_code(election=election)
+    window = selectors.election_window_lookup()
     accepted_elections = {election.code, str(election.id)}
     report = TransactionImportReport()
     with _open(path, gzipped) as source:
         if fmt == "csv":
             known = TRANSACTION_COLUMNS + TRANSACTION_OPTIONAL_COLUMNS
-            columns, reader = _csv_reader(source, TRANSACTION_COLUMNS, TRANSACTION_OPTIONAL_COLUMNS)
+            lines = _lines(source)
+            columns = _csv_header(lines, TRANSACTION_COLUMNS, TRANSACTION_OPTIONAL_COLUMNS)
             report.ignored_columns = [printable(c) for c in columns if c not in known]
-            records = _csv_records(reader, columns, known)
+            records = _csv_records(lines, columns, known)
         else:
             records = _jsonl_records(source)
 
-        def stored(result: IngestResult) -> None:
+        def stored(result: IngestResult, lines: list[int]) -> None:
             report.created += result.created
             report.duplicates += result.duplicates
+            report.conflicts += len(result.conflicts)
+            for conflict in result.conflicts:
+                on_rejected(lines[conflict.index], printable(f"conflict: {conflict.message()}"))
 
-        writer = _BatchWriter(on_stored=stored)
+        writer = _BatchWriter(on_stored=stored, origin=origin)
         rows: list[TransactionRow] = []
+        lines: list[int] = []
         failed = True
         try:
             for line, record in records:
@@ -269,18 +320,23 @@ def transactions_import(
                     claimed = record.pop("election", None)
                     if claimed not in (None, "") and str(claimed).strip() not in accepted_elections:
                         raise _BadLine(f"election: '{claimed}' is not the election being imported ({election.code}).")
-                    rows.append(transaction_row_parse(record, constituency_lookup=lookup, election_id=election.id))
+                    rows.append(
+                        transaction_row_parse(
+                            record, constituency_lookup=lookup, election_id=election.id, election_window=window
+                        )
+                    )
+                    lines.append(line)
                 except (_BadLine, RowError) as error:
                     report.rejected += 1
                     on_rejected(line, printable(error.reason if isinstance(error, _BadLine) else str(error)))
                     continue
                 if len(rows) >= batch_size:
-                    writer.submit(rows)
-                    rows = []
+                    writer.submit(rows, lines)
+                    rows, lines = [], []
                     if on_progress:
                         on_progress(source.position(), source.size)
             if rows:
-                writer.submit(rows)
+                writer.submit(rows, lines)
             failed = False
         finally:
             writer.close(raise_errors=not failed)
@@ -300,23 +356,25 @@ class _BatchWriter:
     At most one batch is in flight, so memory stays at about two batches.
     """
 
-    def __init__(self, *, on_stored: Callable[[IngestResult], None]):
+    def __init__(self, *, on_stored: Callable[[IngestResult, list[int]], None], origin: Origin):
         self.on_stored = on_stored
+        self.origin = origin
         overlap = connection.vendor == "postgresql" and not connection.in_atomic_block
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-ingest") if overlap else None
         self.pending: Future | None = None
 
-    def submit(self, rows: list[TransactionRow]) -> None:
+    def submit(self, rows: list[TransactionRow], lines: list[int]) -> None:
+        store = partial(transactions_ingest, rows=rows, origin=self.origin, conflicts="count")
         if self.pool is None:
-            self.on_stored(transactions_ingest(rows=rows))
+            self.on_stored(store(), lines)
             return
         self._wait()
-        self.pending = self.pool.submit(transactions_ingest, rows=rows)
+        self.pending, self.pending_lines = self.pool.submit(store), lines
 
     def _wait(self) -> None:
         if self.pending is not None:
             pending, self.pending = self.pending, None
-            self.on_stored(pending.result())
+            self.on_stored(pending.result(), self.pending_lines)
 
     def close(self, *, raise_errors: bool) -> None:
         """Wait for the batch in flight (its counts matter to the flush) and close the
@@ -385,9 +443,10 @@ def constituencies_import(*, path: Path, election: Election, on_rejected: OnReje
     report = ConstituencyImportReport()
     wanted: dict[str, tuple[int, str, int]] = {}  # code -> (line, name, voters)
     with _open(path, gzipped) as source:
-        columns, reader = _csv_reader(source, CONSTITUENCY_COLUMNS)
+        lines = _lines(source)
+        columns = _csv_header(lines, CONSTITUENCY_COLUMNS)
         report.ignored_columns = [printable(c) for c in columns if c not in CONSTITUENCY_COLUMNS]
-        records = _csv_records(reader, columns, CONSTITUENCY_COLUMNS)
+        records = _csv_records(lines, columns, CONSTITUENCY_COLUMNS)
         for line, record in records:
             report.read += 1
             try:

@@ -9,6 +9,7 @@ from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from elections.bounds import timestamp_window_error, validate_election_date
 from elections.timebuckets import hour_bucket, timezone_names, zone
 
 
@@ -38,9 +39,15 @@ class Election(models.Model):
     code = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=255)
     timezone = models.CharField(max_length=64, validators=[validate_timezone_name])
-    starts_at = models.DateTimeField()
-    ends_at = models.DateTimeField()
+    starts_at = models.DateTimeField(validators=[validate_election_date])
+    ends_at = models.DateTimeField(validators=[validate_election_date])
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set by certification (elections.services.election_certify): from then on every write to
+    # the election, its constituencies and its transactions is refused until un-certified.
+    certified_at = models.DateTimeField(null=True, blank=True, editable=False)
+    certified_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
 
     objects = ElectionQuerySet.as_manager()
 
@@ -49,7 +56,10 @@ class Election(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(ends_at__gt=F("starts_at")), name="election_window_positive"),
         ]
-        permissions = [("ingest_data", "Can ingest elections, constituencies and transactions through the API")]
+        permissions = [
+            ("ingest_data", "Can ingest elections, constituencies and transactions through the API"),
+            ("certify_election", "Can certify and un-certify elections"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.code} ({self.name})"
@@ -61,7 +71,9 @@ class Election(models.Model):
     def status_at(self, now: datetime) -> str:
         if now < self.starts_at:
             return ElectionStatus.SCHEDULED
-        if now < self.ends_at + grace_period():
+        # Subtle: the grace period is subtracted from now, never added to a stored ends_at,
+        # which may lie near year 9999 in rows from before the bounds (no overflow).
+        if now - grace_period() < self.ends_at:
             return ElectionStatus.ACTIVE
         return ElectionStatus.CLOSED
 
@@ -151,6 +163,18 @@ class Transaction(models.Model):
     hour = models.DateTimeField(editable=False)
     block_number = models.BigIntegerField(null=True, blank=True)
     received_at = models.DateTimeField(default=timezone.now)
+    # Who sent it, through which path (README, Trusted writes). Subtle: no database constraint and
+    # no index: the batch row is written by the same service, in the same transaction, just
+    # before; a constraint would add a check per inserted row to the hottest insert.
+    batch = models.ForeignKey(
+        "IngestBatch",
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
+    )
 
     class Meta:
         ordering = ["id"]
@@ -199,6 +223,10 @@ class Transaction(models.Model):
     def clean(self):
         if self.constituency_id and self.election_id and self.constituency.election_id != self.election_id:
             raise ValidationError({"constituency": "The constituency belongs to another election."})
+        if self.timestamp and self.constituency_id:
+            election = self.constituency.election
+            if problem := timestamp_window_error(self.timestamp, (election.starts_at, election.ends_at)):
+                raise ValidationError({"timestamp": problem})
 
     @classmethod
     def from_db(cls, db, field_names, values):
@@ -214,3 +242,114 @@ class Transaction(models.Model):
     def loaded_buckets(self) -> set[tuple]:
         stored = getattr(self, "_stored_bucket", None)
         return {stored} if stored and stored[0] is not None else set()
+
+
+class IngestSource(models.TextChoices):
+    API = "api"
+    IMPORT = "import"
+    ADMIN = "admin"
+
+
+class IngestBatch(models.Model):
+    """One delivery of observed data: an API request, an import run, an admin save.
+
+    Every transaction points at the batch that stored it, so who sent what, through which
+    path, is always answerable (README, Trusted writes)."""
+
+    election = models.ForeignKey(Election, on_delete=models.CASCADE, related_name="batches")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    source = models.CharField(max_length=16, choices=IngestSource.choices)
+    label = models.CharField(max_length=255, blank=True, help_text="The file imported, or the request's path.")
+    created_at = models.DateTimeField(default=timezone.now)
+    created = models.IntegerField(default=0)
+    duplicates = models.IntegerField(default=0)
+    conflicts = models.IntegerField(default=0)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "ingest batches"
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.source} {self.label}".strip()
+
+
+class IngestGrant(models.Model):
+    """Limits a user's ingest credential to an election, or to one constituency of it.
+
+    A user with no grant may write wherever the ingest permission allows; a user with
+    grants only inside them (a write outside is refused with 403 and stores nothing)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="ingest_grants")
+    election = models.ForeignKey(Election, on_delete=models.CASCADE, related_name="+")
+    constituency = models.ForeignKey(Constituency, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "election", "constituency"], name="ingest_grant_unique"),
+        ]
+
+    def __str__(self) -> str:
+        where = f"constituency {self.constituency_id}" if self.constituency_id else "every constituency"
+        return f"{self.user_id}: election {self.election_id}, {where}"
+
+    def clean(self):
+        if self.constituency_id and self.constituency.election_id != self.election_id:
+            raise ValidationError({"constituency": "The constituency belongs to another election."})
+
+
+class CertificationAction(models.TextChoices):
+    CERTIFY = "certify"
+    UNCERTIFY = "uncertify"
+
+
+class CertificationEvent(models.Model):
+    """Append-only log of certifications and un-certifications."""
+
+    election = models.ForeignKey(Election, on_delete=models.CASCADE, related_name="certifications")
+    action = models.CharField(max_length=16, choices=CertificationAction.choices)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} election {self.election_id} at {self.created_at.isoformat()}"
+
+
+class AuditAction(models.TextChoices):
+    ADD = "add"
+    CHANGE = "change"
+    DELETE = "delete"
+
+
+class AuditEntry(models.Model):
+    """Append-only record of an admin edit or delete of observed data: who, when, what.
+
+    Kept when the object itself is deleted (no foreign key to it); the user's name is
+    copied so that the entry outlives the account."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    username = models.CharField(max_length=150)
+    action = models.CharField(max_length=16, choices=AuditAction.choices)
+    model = models.CharField(max_length=64)
+    object_id = models.BigIntegerField()
+    object_repr = models.CharField(max_length=255)
+    changes = models.JSONField(default=dict, help_text="Field -> [before, after]; for deletes, the values deleted.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "audit entries"
+        indexes = [models.Index(fields=["model", "object_id"], name="audit_object")]
+
+    def __str__(self) -> str:
+        return f"{self.username} {self.action} {self.model} {self.object_id}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise ValidationError("Audit entries are append-only.")
+        super().save(*args, **kwargs)

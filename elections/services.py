@@ -12,6 +12,7 @@ Nothing here knows what listens; the metrics app does (it may import this app, n
 reverse).
 """
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,7 +24,20 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from election_monitor import bulk_sql
-from elections.models import Constituency, Election, Transaction, TransactionKind
+from election_monitor.exceptions import ServiceError
+from elections.models import (
+    AuditAction,
+    AuditEntry,
+    CertificationAction,
+    CertificationEvent,
+    Constituency,
+    Election,
+    IngestBatch,
+    IngestGrant,
+    IngestSource,
+    Transaction,
+    TransactionKind,
+)
 from elections.signals import EVERY_HOUR, WHOLE_ELECTION, buckets_changed
 from elections.timebuckets import hour_bucket, zone
 
@@ -65,7 +79,66 @@ class ConstituencyRef(NamedTuple):
 class IngestResult:
     created: int = 0
     duplicates: int = 0
+    # Indexes (into the rows given) of resends whose content differs from the stored row.
+    conflicts: list["Conflict"] = field(default_factory=list)
     buckets: set = field(default_factory=set)
+
+
+class Conflict(NamedTuple):
+    index: int
+    tx_hash: str
+    fields: tuple[str, ...]  # which of constituency, kind, timestamp differ from the stored row
+
+    def message(self) -> str:
+        return (
+            f"tx_hash '{self.tx_hash}' is already stored with another {', '.join(self.fields)}; "
+            "a resend must repeat the stored content."
+        )
+
+
+class ElectionCertified(ServiceError):
+    """Writes to a certified election are refused until it is un-certified."""
+
+    status = 409
+
+
+class TransactionConflict(ServiceError):
+    status = 409
+
+    def __init__(self, conflicts: list[Conflict]):
+        first = conflicts[0]
+        super().__init__(f"Item {first.index}: {first.message()} Nothing was stored.")
+        self.conflicts = conflicts
+
+    def body(self) -> dict:
+        listed = [{"index": c.index, "tx_hash": c.tx_hash, "fields": list(c.fields)} for c in self.conflicts[:50]]
+        return {"detail": self.message, "conflicts": listed}
+
+
+class OutOfScope(ServiceError):
+    """A write outside the elections (or constituencies) the user's credential is limited to."""
+
+    status = 403
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who is writing, through which path: recorded on the batch every transaction points at."""
+
+    source: str = IngestSource.IMPORT
+    user: object = None  # a User, or None for a command or an internal call
+    label: str = ""
+
+
+_HEX_HASH = re.compile(r"(?:0[xX])?[0-9a-fA-F]+")
+
+
+def tx_hash_canonical(raw: str) -> str:
+    """The one form a tx_hash is stored and compared in: surrounding white space stripped,
+    and a hexadecimal hash (with or without its 0x) in lower case, so that "0xABC", "0xabc"
+    and " 0xabc " are one transaction."""
+    text = raw.strip()
+    return text.lower() if _HEX_HASH.fullmatch(text) else text
 
 
 def parse_aware_datetime(value, *, field: str = "timestamp") -> datetime:
@@ -99,12 +172,15 @@ def transaction_row_parse(
     *,
     constituency_lookup: Callable[[object], "Constituency | None"],
     election_id: int | None = None,
+    election_window: Callable[[int], tuple[datetime, datetime] | None] | None = None,
 ) -> TransactionRow:
     """Validate one incoming transaction (API item, CSV line or JSON line).
 
     ``constituency_lookup`` resolves the raw ``constituency`` value (an id from the API, a
     code from imports) to a Constituency or None. ``election_id`` is the election the
-    caller expects, if any. Raises RowError naming the first bad field.
+    caller expects, if any. ``election_window`` gives an election's voting window by id
+    (callers validating many rows share one ``selectors.election_window_lookup()``; without
+    it, each call queries the window). Raises RowError naming the first bad field.
     """
     if type(raw) is not dict and not isinstance(raw, Mapping):
         raise RowError("non_field_errors", "Expected a JSON object.")
@@ -113,6 +189,7 @@ def transaction_row_parse(
     tx_hash = get("tx_hash")
     if not isinstance(tx_hash, str) or not tx_hash or tx_hash.isspace():
         raise RowError("tx_hash", "A non-empty string is required.")
+    tx_hash = tx_hash_canonical(tx_hash)
     if len(tx_hash) > TX_HASH_MAX_LENGTH:
         raise RowError("tx_hash", f"At most {TX_HASH_MAX_LENGTH} characters.")
     if "\x00" in tx_hash:
@@ -147,6 +224,11 @@ def transaction_row_parse(
         raise RowError("kind", f"'{kind}' is not one of {', '.join(sorted(KINDS))}.")
 
     timestamp = parse_aware_datetime(get("timestamp"))
+    from elections import bounds, selectors  # here, not at the top: this function is their only user
+
+    window = (election_window or selectors.election_window_lookup())(constituency.election_id)
+    if window is not None and (problem := bounds.timestamp_window_error(timestamp, window)):
+        raise RowError("timestamp", problem)
 
     block_number = get("block_number")
     if type(block_number) is int:  # the common case: a JSON integer
@@ -167,84 +249,196 @@ def transaction_row_parse(
     return TransactionRow(tx_hash, constituency.election_id, constituency.id, kind, timestamp, block_number)
 
 
-def transactions_ingest(*, rows: Sequence[TransactionRow]) -> IngestResult:
+def transactions_ingest(
+    *, rows: Sequence[TransactionRow], origin: "Origin | None" = None, conflicts: str = "reject"
+) -> IngestResult:
     """Store new transactions, skip already-stored tx_hashes, and announce their buckets.
 
-    All-or-nothing: one database transaction. Duplicates (already stored, or repeated
-    within ``rows``) are counted, not errors. The buckets go out through
-    ``buckets_changed`` inside the same transaction, so the metrics side's dirty marks
-    commit with the rows.
+    One database transaction. A resend with the stored content is a duplicate, counted; a
+    resend whose constituency, kind or timestamp differ is a conflict: with
+    ``conflicts="reject"`` (the API) nothing is stored and TransactionConflict names the
+    first; with ``"count"`` (imports) the others are stored and the conflicts listed.
+    Refuses a certified election (ElectionCertified). Each election's rows get a batch
+    recording ``origin``. The buckets go out through ``buckets_changed`` inside the same
+    transaction, so the metrics side's dirty marks commit with the rows.
     """
     result = IngestResult()
     if not rows:
         return result
-    zones = {
-        pk: zone(name)
-        for pk, name in Election.objects.filter(id__in={row.election_id for row in rows}).values_list("id", "timezone")
-    }
+    origin = origin or Origin()
     received_at = timezone.now()
-    # Subtle: a tx_hash repeated within ``rows`` is not removed here: ON CONFLICT DO NOTHING
-    # skips it like any stored one, and the insert keeps the rows' order, so the first wins.
-    values = [
-        (tx_hash, election_id, constituency_id, kind, timestamp, hour_bucket(timestamp, zones[election_id]),
-         block_number, received_at)
-        for tx_hash, election_id, constituency_id, kind, timestamp, block_number in rows
-    ]  # fmt: skip
-
     with transaction.atomic():
+        elections = elections_lock_for_writes(election_ids={row.election_id for row in rows})
+        zones = {pk: zone(name) for pk, (name, _) in elections.items()}
+        batches = {
+            election_id: IngestBatch.objects.create(
+                election_id=election_id, user=origin.user, source=origin.source, label=origin.label[:255]
+            ).pk
+            for election_id in sorted(elections)
+        }
+        # Subtle: a tx_hash repeated within ``rows`` is not removed here: ON CONFLICT DO
+        # NOTHING skips it like any stored one, and the insert keeps the rows' order, so the
+        # first wins; the conflict check below compares the later ones with it.
+        values = [
+            (tx_hash, election_id, constituency_id, kind, timestamp, hour_bucket(timestamp, zones[election_id]),
+             block_number, received_at, batches[election_id])
+            for tx_hash, election_id, constituency_id, kind, timestamp, block_number in rows
+        ]  # fmt: skip
         created_buckets = bulk_sql.rows_insert_new(
             Transaction, _COLUMNS, values, unique="tx_hash", group_by=("election", "constituency", "hour")
         )
         result.created = sum(created_buckets.values())
-        result.duplicates = len(values) - result.created
+        if result.created < len(values):
+            result.conflicts = _conflicts_find(rows=rows, own_batches=set(batches.values()))
+            if result.conflicts and conflicts == "reject":
+                raise TransactionConflict(result.conflicts)
+        result.duplicates = len(values) - result.created - len(result.conflicts)
         by_election: dict[int, set] = {}
         for election_id, constituency_id, hour in created_buckets:
             by_election.setdefault(election_id, set()).add((constituency_id, hour))
+        for election_id, batch_id in batches.items():
+            created = sum(n for (e, _, _), n in created_buckets.items() if e == election_id)
+            IngestBatch.objects.filter(pk=batch_id).update(
+                created=created,
+                conflicts=sum(1 for c in result.conflicts if rows[c.index].election_id == election_id),
+                duplicates=sum(1 for row in rows if row.election_id == election_id)
+                - created
+                - sum(1 for c in result.conflicts if rows[c.index].election_id == election_id),
+            )
         for election_id, buckets in by_election.items():
             result.buckets |= buckets
             buckets_changed.send(sender=Transaction, election_id=election_id, buckets=buckets)
     return result
 
 
-_COLUMNS = ("tx_hash", "election", "constituency", "kind", "timestamp", "hour", "block_number", "received_at")
+def _conflicts_find(*, rows: Sequence[TransactionRow], own_batches: set[int]) -> list[Conflict]:
+    """The rows whose tx_hash is stored with other content: one query over the rows' hashes.
+
+    A row stored by this call (its batch is one of ``own_batches``) is the first of its
+    hash here, so repeats within the call are compared with it like with any stored row."""
+    stored = {
+        tx_hash: (constituency_id, kind, timestamp, batch_id)
+        for tx_hash, (constituency_id, kind, timestamp, batch_id) in bulk_sql.rows_by_key(
+            Transaction, "tx_hash", {row.tx_hash for row in rows}, ("constituency_id", "kind", "timestamp", "batch_id")
+        ).items()
+    }
+    found, first_seen = [], set()
+    for index, row in enumerate(rows):
+        constituency_id, kind, timestamp, batch_id = stored[row.tx_hash]
+        if batch_id in own_batches and row.tx_hash not in first_seen:
+            first_seen.add(row.tx_hash)  # the row this call stored
+            continue
+        differs = tuple(
+            name
+            for name, same in (
+                ("constituency", constituency_id == row.constituency_id),
+                ("kind", kind == row.kind),
+                ("timestamp", timestamp == row.timestamp),
+            )
+            if not same
+        )
+        if differs:
+            found.append(Conflict(index, row.tx_hash, differs))
+    return found
 
 
-def transaction_create(*, row: TransactionRow) -> tuple[Transaction, bool]:
+def elections_lock_for_writes(*, election_ids: Iterable[int]) -> dict[int, tuple[str, datetime | None]]:
+    """{id: (timezone, certified_at)} of the elections a write goes to, refusing certified ones.
+
+    Subtle: read with FOR KEY SHARE, the lock every insert's foreign-key check takes anyway
+    (so flushes, which hold FOR NO KEY UPDATE, never wait for it), which certification's
+    FOR UPDATE conflicts with: a write either commits before a certification or sees it."""
+    found = bulk_sql.rows_by_ids(Election, election_ids, ("timezone", "certified_at", "code"), lock_key_share=True)
+    for _, certified_at, code in found.values():
+        if certified_at is not None:
+            raise ElectionCertified(
+                f"Election {code} is certified: its data can no longer change. Staff can un-certify it, with a reason."
+            )
+    return {pk: (tz, certified_at) for pk, (tz, certified_at, _) in found.items()}
+
+
+_COLUMNS = (
+    "tx_hash",
+    "election",
+    "constituency",
+    "kind",
+    "timestamp",
+    "hour",
+    "block_number",
+    "received_at",
+    "batch",
+)
+
+
+def transaction_create(*, row: TransactionRow, origin: "Origin | None" = None) -> tuple[Transaction, bool]:
     """Store one transaction through the ORM; (the stored transaction, created?).
 
     A single save is the product's defining trigger: its ``post_save`` reaches the metrics
-    pipeline (after commit). An already-stored tx_hash answers with the stored row."""
+    pipeline (after commit). An already-stored tx_hash with the same content answers with
+    the stored row; with other content it is a TransactionConflict."""
+    origin = origin or Origin(IngestSource.API)
     with transaction.atomic():
+        elections_lock_for_writes(election_ids={row.election_id})
         stored = Transaction.objects.filter(tx_hash=row.tx_hash).first()
-        if stored is not None:
-            return stored, False
-        candidate = Transaction(
-            tx_hash=row.tx_hash,
-            election_id=row.election_id,
-            constituency_id=row.constituency_id,
-            kind=row.kind,
-            timestamp=row.timestamp,
-            block_number=row.block_number,
+        if stored is None:
+            batch = IngestBatch.objects.create(
+                election_id=row.election_id, user=origin.user, source=origin.source, label=origin.label[:255], created=1
+            )
+            candidate = Transaction(
+                tx_hash=row.tx_hash,
+                election_id=row.election_id,
+                constituency_id=row.constituency_id,
+                kind=row.kind,
+                timestamp=row.timestamp,
+                block_number=row.block_number,
+                batch=batch,
+            )
+            try:
+                with transaction.atomic():
+                    candidate.save(force_insert=True)
+                return candidate, True
+            except IntegrityError:
+                # A concurrent request stored the same tx_hash between the look-up and the insert.
+                batch.delete()
+                stored = Transaction.objects.get(tx_hash=row.tx_hash)
+        differs = tuple(
+            name
+            for name, same in (
+                ("constituency", stored.constituency_id == row.constituency_id),
+                ("kind", stored.kind == row.kind),
+                ("timestamp", stored.timestamp == row.timestamp),
+            )
+            if not same
         )
-        try:
-            with transaction.atomic():
-                candidate.save(force_insert=True)
-        except IntegrityError:
-            # A concurrent request stored the same tx_hash between the look-up and the insert.
-            return Transaction.objects.get(tx_hash=row.tx_hash), False
-    return candidate, True
+        if differs:
+            raise TransactionConflict([Conflict(0, row.tx_hash, differs)])
+    return stored, False
 
 
-def transaction_save(*, instance: Transaction) -> Transaction:
+def transaction_save(*, instance: Transaction, user=None) -> Transaction:
     """Save an added or edited transaction (admin): ``post_save`` announces both its new
-    bucket and, for an edit that moved it, the bucket it left."""
+    bucket and, for an edit that moved it, the bucket it left. Audited when ``user`` is given."""
     with transaction.atomic():
+        elections_lock_for_writes(election_ids={instance.election_id or instance.constituency.election_id})
+        instance.tx_hash = tx_hash_canonical(instance.tx_hash)
+        adding = instance._state.adding
+        before = _stored_values(instance)
+        if adding:
+            instance.batch = IngestBatch.objects.create(
+                election_id=instance.election_id or instance.constituency.election_id,
+                user=user,
+                source=IngestSource.ADMIN,
+                label="admin",
+                created=1,
+            )
         instance.save()
+        _audit(user=user, instance=instance, before=before)
     return instance
 
 
-def transactions_delete(*, queryset: QuerySet) -> int:
+def transactions_delete(*, queryset: QuerySet, user=None) -> int:
     """Delete transactions and announce their buckets (set-based: one DISTINCT query).
+    Audited when ``user`` is given (an admin delete).
 
     Subtle: Transaction has no ``post_delete`` receiver on purpose: one would make Django
     load every transaction of a deleted election into memory. A bare ``QuerySet.delete()``
@@ -255,46 +449,165 @@ def transactions_delete(*, queryset: QuerySet) -> int:
             queryset.values_list("election_id", "constituency_id", "hour").distinct().order_by()
         ):
             buckets_by_election.setdefault(election_id, set()).add((constituency_id, hour))
+        elections_lock_for_writes(election_ids=buckets_by_election)
+        if user is not None:
+            _audit_deletes(user=user, queryset=queryset)
         deleted, _ = queryset.delete()
         for election_id, buckets in buckets_by_election.items():
             buckets_changed.send(sender=Transaction, election_id=election_id, buckets=buckets)
     return deleted
 
 
+# --- audit ----------------------------------------------------------------------------------
+
+AUDIT_DELETES_ITEMIZED = 1000  # deletes of more objects are audited as one entry with a count
+
+
+def _stored_values(instance) -> dict | None:
+    if instance._state.adding or instance.pk is None:
+        return None
+    names = [f.attname for f in instance._meta.concrete_fields if f.editable]
+    return type(instance).objects.filter(pk=instance.pk).values(*names).first()
+
+
+def _jsonable(value):
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _audit(*, user, instance, before: dict | None) -> None:
+    """One entry for an admin add or change, with the fields that changed."""
+    if user is None:
+        return
+    after = {f.attname: getattr(instance, f.attname) for f in instance._meta.concrete_fields if f.editable}
+    if before is None:
+        action, changes = AuditAction.ADD, {name: [None, _jsonable(value)] for name, value in after.items()}
+    else:
+        action = AuditAction.CHANGE
+        changes = {
+            name: [_jsonable(before.get(name)), _jsonable(value)]
+            for name, value in after.items()
+            if before.get(name) != value
+        }
+    AuditEntry.objects.create(
+        user=user,
+        username=user.get_username(),
+        action=action,
+        model=instance._meta.label,
+        object_id=instance.pk,
+        object_repr=str(instance)[:255],
+        changes=changes,
+    )
+
+
+def _audit_deletes(*, user, queryset: QuerySet) -> None:
+    """Entries for an admin delete, written before the rows go: one per object, or one with
+    the count when a selection is larger than AUDIT_DELETES_ITEMIZED."""
+    model = queryset.model
+    names = [f.attname for f in model._meta.concrete_fields if f.editable]
+    count = queryset.count()
+    if count > AUDIT_DELETES_ITEMIZED:
+        AuditEntry.objects.create(
+            user=user,
+            username=user.get_username(),
+            action=AuditAction.DELETE,
+            model=model._meta.label,
+            object_id=0,
+            object_repr=f"{count} {model._meta.verbose_name_plural}",
+            changes={"count": count},
+        )
+        return
+    AuditEntry.objects.bulk_create(
+        [
+            AuditEntry(
+                user=user,
+                username=user.get_username(),
+                action=AuditAction.DELETE,
+                model=model._meta.label,
+                object_id=obj.pk,
+                object_repr=str(obj)[:255],
+                changes={name: [_jsonable(getattr(obj, name)), None] for name in names},
+            )
+            for obj in queryset.order_by("pk")
+        ]
+    )
+
+
 # --- elections ------------------------------------------------------------------------------
 
 
-def election_save(*, election: Election) -> Election:
+def election_save(*, election: Election, user=None) -> Election:
     """Create or save an edited election. A moved voting window changes every velocity and
     the outside-window anomalies; any edit (a name) shows in the election's figures, and a
-    new election gets its first, empty, figures."""
+    new election gets its first, empty, figures. Audited when ``user`` is given."""
     with transaction.atomic():
+        if election.pk is not None:
+            elections_lock_for_writes(election_ids={election.pk})
+        before = _stored_values(election)
         election.full_clean()
         election.save()
+        _audit(user=user, instance=election, before=before)
         buckets_changed.send(sender=Election, election_id=election.id, buckets={WHOLE_ELECTION})
     return election
 
 
-def elections_delete(*, queryset: QuerySet) -> int:
-    """Delete elections with everything they own (cascades).
+def elections_delete(*, queryset: QuerySet, user=None) -> int:
+    """Delete elections with everything they own (cascades); certified ones are refused.
 
     Nothing is announced: no figure of a deleted election survives, and readers anchor
     their cached figures in rows the cascade removes."""
     with transaction.atomic():
+        elections_lock_for_writes(election_ids=queryset.values_list("id", flat=True))
+        if user is not None:
+            _audit_deletes(user=user, queryset=queryset)
         deleted, _ = queryset.delete()
     return deleted
+
+
+def election_certify(*, election_id: int, user) -> Election:
+    """Certify: the count is final. Every later write to the election is refused (409)."""
+    with transaction.atomic():
+        election = Election.objects.select_for_update().get(pk=election_id)
+        if election.certified_at is not None:
+            raise ElectionCertified(f"Election {election.code} is already certified.")
+        election.certified_at, election.certified_by = timezone.now(), user
+        election.save(update_fields=["certified_at", "certified_by"])
+        CertificationEvent.objects.create(election=election, action=CertificationAction.CERTIFY, user=user)
+        # Its figures now carry the certification (and their snapshot hash).
+        buckets_changed.send(sender=Election, election_id=election.id, buckets={WHOLE_ELECTION})
+    return election
+
+
+def election_uncertify(*, election_id: int, user, reason: str) -> Election:
+    """Lift a certification; needs a reason, which is logged with who and when."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise ServiceError("A reason is required to un-certify an election.")
+    with transaction.atomic():
+        election = Election.objects.select_for_update().get(pk=election_id)
+        if election.certified_at is None:
+            raise ElectionCertified(f"Election {election.code} is not certified.")
+        election.certified_at, election.certified_by = None, None
+        election.save(update_fields=["certified_at", "certified_by"])
+        CertificationEvent.objects.create(
+            election=election, action=CertificationAction.UNCERTIFY, user=user, reason=reason
+        )
+        buckets_changed.send(sender=Election, election_id=election.id, buckets={WHOLE_ELECTION})
+    return election
 
 
 # --- constituencies -------------------------------------------------------------------------
 
 
-def constituency_save(*, constituency: Constituency) -> Constituency:
+def constituency_save(*, constituency: Constituency, user=None) -> Constituency:
     """Create or save an edited constituency (an edit writes its editable fields only).
     Registered voters feed every participation rate and turnout anomaly of it; a name shows
-    in its figures."""
+    in its figures. Audited when ``user`` is given."""
     with transaction.atomic():
+        elections_lock_for_writes(election_ids={constituency.election_id})
+        before = _stored_values(constituency)
         constituency.full_clean()
         constituency.save()
+        _audit(user=user, instance=constituency, before=before)
         buckets_changed.send(
             sender=Constituency, election_id=constituency.election_id, buckets={(constituency.id, EVERY_HOUR)}
         )
@@ -305,6 +618,7 @@ def constituencies_upsert(*, election_id: int, wanted: Mapping[str, tuple[str, i
     """Create or update the election's constituencies by code: {code: (name, registered
     voters)}; returns (created, updated). Set-based, one database transaction."""
     with transaction.atomic():
+        elections_lock_for_writes(election_ids={election_id})
         existing = {c.code: c for c in Constituency.objects.filter(election_id=election_id, code__in=list(wanted))}
         new, changed = [], []
         for code, (name, voters) in wanted.items():
@@ -325,16 +639,45 @@ def constituencies_upsert(*, election_id: int, wanted: Mapping[str, tuple[str, i
     return len(new), len(changed)
 
 
-def constituencies_delete(*, queryset: QuerySet) -> int:
+def constituencies_delete(*, queryset: QuerySet, user=None) -> int:
     """Delete constituencies with their transactions. The remaining constituencies' spikes
     were judged against the deleted ones and the election's totals counted them: their
-    elections are announced whole."""
+    elections are announced whole. Audited when ``user`` is given."""
     with transaction.atomic():
         election_ids = set(queryset.values_list("election_id", flat=True).distinct().order_by())
+        elections_lock_for_writes(election_ids=election_ids)
+        if user is not None:
+            _audit_deletes(user=user, queryset=queryset)
         deleted, _ = queryset.delete()
         for election_id in sorted(election_ids):
             buckets_changed.send(sender=Constituency, election_id=election_id, buckets={WHOLE_ELECTION})
     return deleted
+
+
+def ingest_scope_check(*, user, rows: Sequence[TransactionRow] = (), election_id: int | None = None) -> None:
+    """Refuse (OutOfScope) a write outside the elections or constituencies the user's
+    credential is limited to (IngestGrant); a user without grants is not limited. ``rows``
+    are transactions; ``election_id`` a constituency to create in it (None with no rows:
+    a new election, which a limited credential may not create)."""
+    if user is None or not getattr(user, "is_authenticated", False):
+        return
+    grants = list(IngestGrant.objects.filter(user=user).values_list("election_id", "constituency_id"))
+    if not grants:
+        return
+    whole = {election for election, constituency in grants if constituency is None}
+    places = {constituency for _, constituency in grants if constituency is not None}
+    if not rows:
+        if election_id is None:
+            raise OutOfScope("This credential is limited to some elections and cannot create elections.")
+        if election_id not in whole:
+            raise OutOfScope(f"Election {election_id} is outside this credential's scope.")
+        return
+    for index, row in enumerate(rows):
+        if row.election_id not in whole and row.constituency_id not in places:
+            raise OutOfScope(
+                f"Item {index}: constituency {row.constituency_id} (election {row.election_id}) is outside "
+                "this credential's scope; nothing was stored."
+            )
 
 
 def constituency_lookup_by_id(ids: Iterable) -> Callable:

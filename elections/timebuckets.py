@@ -1,4 +1,4 @@
-"""Hour, day, week and month buckets in an election's own timezone (SPEC section 4).
+"""Hour, day, week and month buckets in an election's own timezone (docs/METRICS.md#hour-buckets-and-periods).
 
 Subtle: a bucket is identified by its *instant*, not by its local wall-clock label. On a
 fall-back night the two local 01:00 hours are different instants, so they are two buckets;
@@ -31,6 +31,29 @@ def hour_bucket(ts: datetime, tz: ZoneInfo) -> datetime:
     local = ts.astimezone(tz)
     start = ts - timedelta(minutes=local.minute, seconds=local.second, microseconds=local.microsecond)
     return start.astimezone(UTC)
+
+
+# Stored hours lie strictly between these (timestamps are parsed within years 2-9998), so a
+# query bound beyond them selects the same as the bound itself.
+_QUERY_BOUND_MIN = datetime(2, 1, 1, tzinfo=UTC)
+_QUERY_BOUND_MAX = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def hour_bucket_ceil(ts: datetime, tz: ZoneInfo) -> datetime:
+    """The first bucket start at or after ``ts``: for stored hours (always bucket starts),
+    ``hour >= ts`` and ``hour < ts`` select exactly what they select with this instant, so
+    query bounds can be rounded to it (a bounded set of cache keys, the same result).
+
+    Subtle: bucket starts are what hour_bucket returns, looked for at quarter-hour steps
+    over two hours, not at ``start + 1 h``: an offset change (a DST night, Lord Howe's
+    half-hour one) makes some local hours shorter or longer than 60 minutes, and there a
+    bucket's start need not lie inside the bucket (hour_bucket(start) != start)."""
+    if ts <= _QUERY_BOUND_MIN:
+        return _QUERY_BOUND_MIN
+    if ts >= _QUERY_BOUND_MAX:
+        return _QUERY_BOUND_MAX
+    candidates = (hour_bucket(ts + timedelta(minutes=15 * step), tz) for step in range(9))
+    return min(c for c in candidates if c >= ts)
 
 
 def period_start(hour: datetime, tz: ZoneInfo, period: str) -> datetime:

@@ -1,4 +1,4 @@
-"""Admin for what we derive (SPEC section 9): inspect only.
+"""Admin for what we derive: inspect only.
 
 Hourly stats, anomalies and dirty marks are written by the metrics engine alone; a hand
 edit would be overwritten by the next recompute (or repaired by the sweep), so the admin
@@ -8,10 +8,10 @@ shows them read-only. To change them, change the transactions or use the electio
 
 from django.contrib import admin, messages
 
-from election_monitor.admin_utils import ConstituencyListFilter, ElectionListFilter, LargeTableAdmin, election_filtered
 from elections.admin import ConstituencyAdmin, ElectionAdmin
+from elections.admin_utils import ConstituencyListFilter, ElectionListFilter, LargeTableAdmin, election_filtered
 from elections.models import Constituency, Election
-from metrics.models import HOURLY_COMPUTED_FIELDS, Anomaly, DirtyBucket, HourlyStats
+from metrics.models import HOURLY_COMPUTED_FIELDS, Anomaly, DirtyBucket, DriftCheck, HourlyStats
 from metrics.tasks import recompute_election
 
 DERIVED_CHANGELISTS = (("metrics_hourlystats", "Hourly stats"), ("metrics_anomaly", "Anomalies"))
@@ -22,7 +22,7 @@ class ElectionWithMetricsAdmin(ElectionAdmin):
     lists and the recompute action (observed data's admin knows nothing of metrics)."""
 
     related_changelists = (*ElectionAdmin.related_changelists, *DERIVED_CHANGELISTS)
-    actions = ("recompute_metrics",)
+    actions = (*ElectionAdmin.actions, "recompute_metrics")
 
     @admin.action(description="Recompute metrics of the selected elections")
     def recompute_metrics(self, request, queryset):
@@ -120,6 +120,21 @@ class DirtyBucketAdmin(ReadOnlyAdmin):
     list_display = ("id", "election_code", "constituency_code", "hour", "created_at")
     list_filter = (ElectionListFilter,)
     sortable_by = ()
+
+    def get_ordering(self, request):
+        return ("-id",)
+
+
+@admin.register(DriftCheck)
+class DriftCheckAdmin(ReadOnlyAdmin):
+    """Verifications of settled elections: a row with repairs means figures had drifted
+    from their transactions (and were repaired, logged and alerted)."""
+
+    list_display = ("checked_at", "election_code", "repaired_buckets", "repaired_constituencies")
+    list_filter = (ElectionListFilter,)
+    list_select_related = ("election",)
+    date_hierarchy = "checked_at"
+    sortable_by = ("checked_at",)
 
     def get_ordering(self, request):
         return ("-id",)

@@ -1,4 +1,4 @@
-"""The anomaly rule table of SPEC section 4: one small function per rule.
+"""The anomaly rules of docs/METRICS.md#anomaly-rules: one small function per rule.
 
 Each rule returns ``details`` (a JSON-able dict) when it fires and None when it does not.
 Weights and thresholds are settings, read at call time so tests can override them.

@@ -1,4 +1,4 @@
-"""Every metrics cache key, TTL and invalidation lives here (SPEC sections 6 and 10).
+"""Every metrics cache key, TTL and invalidation lives here (README, "How it stays correct").
 
 Invalidation is O(1) per election and anchored in the database: each election has a
 version (metrics.models.MetricsVersion) that every recompute raises inside its own
@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import caches
 from django.db import connection, transaction
 from django.db.models import BigIntegerField, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 
 from election_monitor import bulk_sql
+from election_monitor.resilience import guarded_cache
 from elections.models import Election
 from metrics.models import MetricsVersion
 
@@ -59,7 +59,9 @@ class MetricsCache:
 
     @property
     def backend(self):
-        return caches[self.alias]
+        # Every operation goes through the cache's circuit breaker: a hanging Redis costs
+        # one timeout per process per interval, not one per request (election_monitor.resilience).
+        return guarded_cache(self.alias)
 
     # --- plain operations, each safe against a failing backend --------------------------
 

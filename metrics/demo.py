@@ -10,7 +10,7 @@ registered voters are scaled to the transaction budget so that turnout stays rea
 whatever ``transactions`` is.
 
 Four constituencies carry one injected anomaly each, built with enough margin that the
-rules of SPEC section 4 fire for them and for no other constituency:
+rules of docs/METRICS.md#anomaly-rules fire for them and for no other constituency:
 
 - ``velocity_spike``: a burst of ten times its normal votes in one afternoon hour;
 - ``turnout_over_100``: 102 % of its registered voters vote (ballot stuffing), spread evenly

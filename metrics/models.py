@@ -120,8 +120,8 @@ class DirtyBucket(models.Model):
 
     # Subtle: no database constraint on either key. A mark is written in the transaction of
     # the data that made it dirty, whose own keys already hold the election and constituency,
-    # and checking both again for every mark at commit was a fifth of a 10,000-item ingest
-    # (bench, issue 6). Deleting through the ORM still cascades to the marks.
+    # and checking both again for every mark at commit was a large share of a big ingest
+    # (docs/PERFORMANCE.md). Deleting through the ORM still cascades to the marks.
     election = models.ForeignKey(
         Election, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False
     )
@@ -153,3 +153,26 @@ class MetricsVersion(models.Model):
 
     def __str__(self) -> str:
         return f"election {self.election_id} v{self.version}"
+
+
+class DriftCheck(models.Model):
+    """One verification of a settled (not active) election against its transactions, with
+    what it repaired: figures that drifted from the data are repaired, logged as an error,
+    and announced to the alert channels."""
+
+    election = models.ForeignKey(Election, on_delete=models.CASCADE, related_name="+")
+    checked_at = models.DateTimeField(default=timezone.now)
+    repaired_buckets = models.IntegerField(default=0)
+    repaired_constituencies = models.IntegerField(default=0)
+    details = models.JSONField(default=dict, help_text="Up to 100 of the repaired buckets, as they were found.")
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["election", "-checked_at"], name="drift_check_election")]
+
+    def __str__(self) -> str:
+        return f"election {self.election_id} checked {self.checked_at.isoformat()}"
+
+    @property
+    def drifted(self) -> bool:
+        return bool(self.repaired_buckets or self.repaired_constituencies)

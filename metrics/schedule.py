@@ -16,4 +16,14 @@ SCHEDULE = [
         # A sweep that waited longer than its period is superseded by the next one.
         "expire_seconds": 110,
     },
+    {
+        "name": "metrics: verify settled elections",
+        "task": "metrics.verify_settled_elections",
+        # Daily: recounts every election that is not active against its stored figures and
+        # repairs what drifted (a bare QuerySet.update()/delete(), a hand edit, a lost flush
+        # of late data). A full recount per election: cheap once a day, too much every
+        # few minutes for elections nobody writes to.
+        "every_seconds": 24 * 3600,
+        "expire_seconds": 23 * 3600,
+    },
 ]

@@ -1,4 +1,4 @@
-"""Read side of the metrics: the queries behind every read endpoint (SPEC section 7).
+"""Read side of the metrics: the queries behind every read endpoint (README, HTTP API).
 
 Constituency figures are the metric fields the calculator (metrics.aggregation) stores on
 Constituency; election and dashboard figures are sums over those; per-hour curves,
@@ -10,6 +10,7 @@ election's versioned key, so a recompute makes them fresh at once, and a cache h
 no query at all (constituency reads find their election through the cache too).
 """
 
+import hashlib
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -19,7 +20,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from elections.models import CONSTITUENCY_FIGURES, Constituency, Election, ElectionStatus
-from elections.timebuckets import hour_of_day, period_end, period_start
+from elections.timebuckets import hour_bucket_ceil, hour_of_day, period_end, period_start, zone
 from metrics.cache import CachedRead, metrics_cache
 from metrics.models import Anomaly, HourlyStats
 
@@ -62,6 +63,33 @@ def _ttl(status: str) -> int:
     return metrics_cache.ttl_for(status)
 
 
+def _election_zone_name(election_id: int) -> str | None:
+    """The election's timezone name, cached under its version like every other read.
+
+    Subtle: a timezone can change only while the election has no transactions (Election.clean),
+    and then it has no hourly rows either, so a stale name can never change a result."""
+
+    def compute() -> str | None:
+        return Election.objects.filter(pk=election_id).values_list("timezone", flat=True).first()
+
+    return metrics_cache.election_read(election_id, "timezone", compute, _ttl(ElectionStatus.CLOSED)).value
+
+
+def _bounds_on_grid(
+    zone_name: str | None, start_time: datetime | None, end_time: datetime | None
+) -> tuple[datetime | None, datetime | None]:
+    """Query bounds rounded up to the election's hour grid: the same rows are selected (every
+    stored hour is a bucket start), and the cache keys built from them are one per bucket,
+    whatever instants clients send."""
+    if zone_name is None:
+        return start_time, end_time
+    tz = zone(zone_name)
+    return (
+        None if start_time is None else hour_bucket_ceil(start_time, tz),
+        None if end_time is None else hour_bucket_ceil(end_time, tz),
+    )
+
+
 # --- hourly stats and anomalies (paginated querysets, not cached) ---------------------------
 
 
@@ -78,13 +106,18 @@ def hourly_stats_list(
     if constituency_id is not None:
         # From the database, not the cached constituency -> election map: this is the path
         # a read takes when its cached entry is stale, e.g. after the constituency was deleted.
-        if not (0 < constituency_id <= ID_MAX and Constituency.objects.filter(pk=constituency_id).exists()):
+        election_id = None
+        if 0 < constituency_id <= ID_MAX:
+            election_id = Constituency.objects.filter(pk=constituency_id).values_list("election_id", flat=True).first()
+        if election_id is None:
             raise Http404(f"No constituency with id {constituency_id}.")
         rows = rows.filter(constituency_id=constituency_id)
     else:
         if not (0 < election_id <= ID_MAX and Election.objects.filter(pk=election_id).exists()):
             raise Http404(f"No election with id {election_id}.")
         rows = rows.filter(election_id=election_id)
+    if start_time is not None or end_time is not None:
+        start_time, end_time = _bounds_on_grid(_election_zone_name(election_id), start_time, end_time)
     if start_time is not None:
         rows = rows.filter(hour__gte=start_time)
     if end_time is not None:
@@ -204,6 +237,8 @@ def constituency_time_period_get(
     *, constituency_id: int, period: str, start_time: datetime | None = None, end_time: datetime | None = None
 ) -> CachedRead:
     election_id = _constituency_election_id(constituency_id)
+    if start_time is not None or end_time is not None:
+        start_time, end_time = _bounds_on_grid(_election_zone_name(election_id), start_time, end_time)
     return _election_read_with_status(
         election_id,
         "time-period",
@@ -314,10 +349,54 @@ def _elections_metrics(elections: list[Election], now: datetime, *, with_turnout
                 "constituency_count": row.get("count") or 0,
                 "constituencies_with_anomalies": row.get("flagged") or 0,
                 "hourly_turnout": turnout,
+                "certified_at": election.certified_at,
+                "snapshot_sha256": election_snapshot_sha256_get(election_id=election.id)
+                if election.certified_at
+                else None,
                 "computed_at": now,
             }
         )
     return results
+
+
+def election_snapshot_sha256(*, election_id: int) -> str:
+    """SHA-256 of the canonical text of an election's figures: anyone can recompute it from
+    the API (README, "Certification": the procedure; a test does exactly that).
+
+    The text is two sections of comma-separated integers, one line per row, each line
+    ending in a newline: ``hourly_stats`` then one line per hourly row ordered by hour then
+    constituency (constituency_id, hour as Unix seconds, bulletins_issued, votes_cast,
+    transaction_count); ``constituencies`` then one line per constituency ordered by id
+    (constituency_id, registered_voters, total_bulletins_issued, total_votes_cast,
+    total_transactions). Integers only: every rate is a function of them, and integers
+    print the same in every language."""
+    digest = hashlib.sha256(b"hourly_stats\n")
+    rows = (
+        HourlyStats.objects.filter(election_id=election_id)
+        .order_by("hour", "constituency_id")
+        .values_list("constituency_id", "hour", "bulletins_issued", "votes_cast", "transaction_count")
+    )
+    for constituency_id, hour, bulletins, votes, count in rows.iterator(chunk_size=5000):
+        digest.update(f"{constituency_id},{int(hour.timestamp())},{bulletins},{votes},{count}\n".encode())
+    digest.update(b"constituencies\n")
+    for row in (
+        Constituency.objects.filter(election_id=election_id)
+        .order_by("id")
+        .values_list("id", "registered_voters", "total_bulletins_issued", "total_votes_cast", "total_transactions")
+        .iterator(chunk_size=5000)
+    ):
+        digest.update((",".join(map(str, row)) + "\n").encode())
+    return digest.hexdigest()
+
+
+def election_snapshot_sha256_get(*, election_id: int) -> str:
+    """The snapshot hash, computed once per version of the election's figures."""
+    return metrics_cache.election_read(
+        election_id,
+        "snapshot",
+        lambda: election_snapshot_sha256(election_id=election_id),
+        metrics_cache.ttl_for("closed"),
+    ).value
 
 
 def _rate(votes: int, registered: int) -> float:

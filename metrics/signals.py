@@ -1,6 +1,6 @@
 """How the metrics side learns of a change to observed data: two doors, one function.
 
-- A saved Transaction's ``post_save`` (the single-save trigger of SPEC section 5);
+- A saved Transaction's ``post_save`` (the single-save trigger; README, Architecture);
 - ``elections.signals.buckets_changed``, which every other write of the elections service
   layer sends (bulk ingest, imports, deletes, constituency and election edits).
 

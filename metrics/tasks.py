@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
+from election_monitor.resilience import broker_breaker
 from metrics import pipeline
 from metrics.cache import metrics_cache
 
@@ -67,7 +68,11 @@ def flush_request(election_id: int) -> None:
     if not metrics_cache.flush_pending_claim(election_id):
         return
     try:
-        flush_dirty_buckets.apply_async((election_id,), countdown=settings.METRICS_FLUSH_DEBOUNCE_SECONDS)
+        # Through the broker's circuit breaker: a hanging broker costs one timeout per
+        # process per interval, not one per write (election_monitor.resilience).
+        broker_breaker().call(
+            flush_dirty_buckets.apply_async, (election_id,), countdown=settings.METRICS_FLUSH_DEBOUNCE_SECONDS
+        )
     except Exception:
         # The marks are safe in the database; the beat sweep will flush them.
         metrics_cache.flush_pending_clear(election_id)
@@ -85,6 +90,19 @@ def flush_dirty_buckets(election_id: int) -> int:
 @shared_task(name="metrics.sweep_active_elections", expires=300, **RETRY)
 def sweep_active_elections() -> list[dict]:
     return pipeline.active_elections_sweep()
+
+
+@shared_task(name="metrics.verify_settled_elections", expires=23 * 3600, **RETRY)
+def verify_settled_elections() -> list[dict]:
+    checks = pipeline.settled_elections_verify()
+    return [
+        {
+            "election_id": c.election_id,
+            "repaired_buckets": c.repaired_buckets,
+            "repaired_constituencies": c.repaired_constituencies,
+        }
+        for c in checks
+    ]
 
 
 @shared_task(name="metrics.recompute_election", **RETRY)

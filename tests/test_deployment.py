@@ -133,6 +133,18 @@ def test_compose_migrates_once_before_the_app_starts(services):
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
 
 
+def test_compose_publishes_the_web_port_on_localhost_only_by_default(services):
+    (mapping,) = services["web"]["ports"]
+    match = re.fullmatch(r"\$\{WEB_BIND:-([^}]+)\}:\$\{WEB_PORT:-(\d+)\}:8000", mapping)
+    assert match, mapping
+    assert match.group(1) == "127.0.0.1"
+    # The web service trusts X-Forwarded-Proto (SECURE_PROXY_SSL_HEADER) and, for the
+    # throttle, one proxy's X-Forwarded-For: only the host's proxy may reach it.
+    assert services["web"]["environment"]["TRUSTED_PROXY_COUNT"] == "${TRUSTED_PROXY_COUNT:-1}"
+    for name in ("postgres", "redis", "worker", "beat"):
+        assert "ports" not in services[name], name
+
+
 def test_compose_services_have_healthchecks(services):
     for name in ("postgres", "redis", "web", "worker"):
         assert services[name]["healthcheck"]["test"], name

@@ -2,6 +2,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
+from elections.bounds import validate_election_date
 from elections.models import Constituency, Election, Transaction, TransactionKind
 
 
@@ -24,8 +25,8 @@ class AwareDateTimeField(serializers.DateTimeField):
 
 
 class ElectionSerializer(serializers.ModelSerializer):
-    starts_at = AwareDateTimeField()
-    ends_at = AwareDateTimeField()
+    starts_at = AwareDateTimeField(validators=[validate_election_date])
+    ends_at = AwareDateTimeField(validators=[validate_election_date])
     status = serializers.CharField(read_only=True)
 
     class Meta:

@@ -6,19 +6,26 @@ from drf_spectacular.utils import (
     extend_schema_view,
 )
 from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
-from elections import services
+from elections import selectors, services
+from elections.api.exports import ElectionCSVExportMixin
 from elections.api.serializers import (
     BulkIngestResultSerializer,
     ConstituencySerializer,
     ElectionSerializer,
     TransactionSerializer,
 )
-from elections.models import Constituency, Election, Transaction
+from elections.models import Constituency, Election, IngestSource, Transaction
+from elections.permissions import CanCertify
 
 MAX_REPORTED_ERRORS = 50
+
+
+class UncertifySerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=2000, help_text="Why the certification is lifted (logged).")
 
 
 class IdFilter(serializers.Serializer):
@@ -28,7 +35,11 @@ class IdFilter(serializers.Serializer):
 
 
 class ElectionViewSet(
-    mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+    ElectionCSVExportMixin,
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
 ):
     """Elections. POST creates one (ingest permission)."""
 
@@ -36,7 +47,32 @@ class ElectionViewSet(
     serializer_class = ElectionSerializer
 
     def perform_create(self, serializer):
+        services.ingest_scope_check(user=self.request.user)
         serializer.instance = services.election_save(election=Election(**serializer.validated_data))
+
+    @extend_schema(
+        request=None,
+        responses={200: ElectionSerializer, 409: OpenApiResponse(description="Already certified.")},
+        description="Certify the election (staff): its count is final; every later write to it is refused with 409.",
+    )
+    @action(detail=True, methods=["post"], permission_classes=[CanCertify])
+    def certify(self, request, pk=None):
+        election = services.election_certify(election_id=self.get_object().pk, user=request.user)
+        return Response(ElectionSerializer(election).data)
+
+    @extend_schema(
+        request=UncertifySerializer,
+        responses={200: ElectionSerializer, 409: OpenApiResponse(description="Not certified.")},
+        description="Lift the certification (staff), with a reason that is logged with who and when.",
+    )
+    @action(detail=True, methods=["post"], permission_classes=[CanCertify])
+    def uncertify(self, request, pk=None):
+        body = UncertifySerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        election = services.election_uncertify(
+            election_id=self.get_object().pk, user=request.user, reason=body.validated_data["reason"]
+        )
+        return Response(ElectionSerializer(election).data)
 
 
 ELECTION_FILTER = OpenApiParameter("election", int, description="Only this election's.")
@@ -45,7 +81,11 @@ CONSTITUENCY_FILTER = OpenApiParameter("constituency", int, description="Only th
 
 @extend_schema_view(list=extend_schema(parameters=[ELECTION_FILTER]))
 class ConstituencyViewSet(
-    mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+    ElectionCSVExportMixin,
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
 ):
     """Constituencies, filterable by ``election``. POST creates one (ingest permission)."""
 
@@ -60,6 +100,7 @@ class ConstituencyViewSet(
         return queryset
 
     def perform_create(self, serializer):
+        services.ingest_scope_check(user=self.request.user, election_id=serializer.validated_data["election"].pk)
         serializer.instance = services.constituency_save(constituency=Constituency(**serializer.validated_data))
 
 
@@ -88,12 +129,13 @@ TRANSACTION_ITEM_SCHEMA = {
 
 
 @extend_schema_view(list=extend_schema(parameters=[ELECTION_FILTER, CONSTITUENCY_FILTER]))
-class TransactionViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+class TransactionViewSet(ElectionCSVExportMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     """Transactions. POST one object, or a list of up to 10,000 (all-or-nothing; a tx_hash
     already stored counts as a duplicate, not an error). GET lists the newest first."""
 
     serializer_class = TransactionSerializer
     pagination_class = NewestFirst
+    csv_ordering = ("-id",)
 
     def get_queryset(self):
         filters = IdFilter(data=self.request.query_params)
@@ -142,9 +184,14 @@ class TransactionViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             row = services.transaction_row_parse(data, constituency_lookup=lookup)
         except services.RowError as error:
             return Response({error.field: [error.message]}, status=status.HTTP_400_BAD_REQUEST)
-        stored, created = services.transaction_create(row=row)
+        services.ingest_scope_check(user=request.user, rows=[row])
+        stored, created = services.transaction_create(row=row, origin=self._origin(request))
         code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
         return Response(TransactionSerializer(stored).data, status=code)
+
+    @staticmethod
+    def _origin(request) -> services.Origin:
+        return services.Origin(IngestSource.API, user=request.user, label=f"{request.method} {request.path}")
 
     def _create_many(self, items: list):
         limit = services.max_ingest_batch()
@@ -157,11 +204,12 @@ class TransactionViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         lookup = services.constituency_lookup_by_id(
             item.get("constituency") for item in items if isinstance(item, dict)
         )
+        window = selectors.election_window_lookup()
         rows, errors = [], []
         parse, append = services.transaction_row_parse, rows.append
         for index, item in enumerate(items):
             try:
-                append(parse(item, constituency_lookup=lookup))
+                append(parse(item, constituency_lookup=lookup, election_window=window))
             except services.RowError as error:
                 errors.append({"index": index, "field": error.field, "message": error.message})
         if errors:
@@ -174,6 +222,7 @@ class TransactionViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
                 },
                 status=status.HTTP_400_BAD_REQUEST,
             )
-        result = services.transactions_ingest(rows=rows)  # all-or-nothing by itself
+        services.ingest_scope_check(user=self.request.user, rows=rows)
+        result = services.transactions_ingest(rows=rows, origin=self._origin(self.request))  # all-or-nothing
         body = BulkIngestResultSerializer({"created": result.created, "duplicates": result.duplicates}).data
         return Response(body, status=status.HTTP_201_CREATED)

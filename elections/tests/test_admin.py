@@ -1,4 +1,4 @@
-"""elections/admin.py (and the large-table helpers in election_monitor/admin_utils.py):
+"""elections/admin.py (and the large-table helpers in elections/admin_utils.py):
 list pages stay a fixed number of queries, filters and searches are index-friendly, and
 every write goes through the ingest doors so the metrics follow."""
 
@@ -10,7 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from election_monitor.admin_utils import ConstituencyListFilter, EstimatedCountPaginator
+from elections.admin_utils import ConstituencyListFilter, EstimatedCountPaginator
 from elections.models import Constituency, Election, Transaction
 from elections.tests.factories import VOTING_STARTS, ConstituencyFactory, ElectionFactory, TransactionFactory
 from metrics.models import DirtyBucket, HourlyStats
@@ -588,7 +588,7 @@ def spread(constituencies):
 def test_probed_dates_agree_with_djangos_scan(spread, constituencies, kind, narrow):
     from django.db.models import Max, Min
 
-    from election_monitor.admin_utils import ProbedDates
+    from elections.admin_utils import ProbedDates
 
     queryset = Transaction.objects.filter(election=constituencies[0].election, **narrow).order_by("-id")
 

@@ -1,10 +1,10 @@
-"""The ingest API (SPEC section 7, writes): POST elections/, constituencies/, transactions/.
+"""The ingest API (README, HTTP API: writes): POST elections/, constituencies/, transactions/.
 
 Every bad input is a 4xx that names the field (and, for lists, the item) and stores nothing.
 """
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.db.models import Count
@@ -75,12 +75,16 @@ def test_single_transaction_is_201_then_200_with_the_stored_object(ingest_client
     item = tx(constituencies[0], 1)
 
     first = ingest_client.post(TRANSACTIONS, item, format="json")
-    # The same tx_hash again, even with other content: the stored one wins and is returned.
-    second = ingest_client.post(TRANSACTIONS, {**item, "kind": "bulletin_issued"}, format="json")
+    # The same tx_hash with the same content: a duplicate, answered with the stored row.
+    second = ingest_client.post(TRANSACTIONS, item, format="json")
+    # With other content: a conflict, named, and the stored row is untouched.
+    third = ingest_client.post(TRANSACTIONS, {**item, "kind": "bulletin_issued"}, format="json")
 
     assert first.status_code == 201, first.data
     assert second.status_code == 200, second.data
     assert second.data == first.data
+    assert third.status_code == 409, third.data
+    assert third.data["conflicts"] == [{"index": 0, "tx_hash": item["tx_hash"], "fields": ["kind"]}]
     stored = Transaction.objects.get(tx_hash=item["tx_hash"])
     assert first.data["id"] == stored.id
     assert (stored.kind, stored.block_number, stored.election_id) == ("vote_cast", 1001, constituencies[0].election_id)
@@ -98,7 +102,13 @@ def test_single_transaction_with_matching_election_is_accepted(ingest_client, co
 
 
 def test_list_counts_created_and_duplicates_inside_the_list_and_already_stored(ingest_client, constituencies):
-    already = TransactionFactory(constituency=constituencies[0], tx_hash=tx(constituencies[0], 0)["tx_hash"])
+    first = tx(constituencies[0], 0)
+    already = TransactionFactory(
+        constituency=constituencies[0],
+        tx_hash=first["tx_hash"],
+        kind=first["kind"],
+        timestamp=datetime.fromisoformat(first["timestamp"]),
+    )
     items = [tx(constituencies[i % 3], i) for i in range(6)]  # item 0 is already stored
     items.append(dict(items[3]))  # a repeat inside the list
 

@@ -59,7 +59,7 @@ def test_csv_import_stores_every_line_with_its_hour(tmp_path, election, constitu
     # Moscow is UTC+3 all year: the local hour 08:00 starts at 05:00 UTC.
     assert Transaction.objects.get(tx_hash="h2").hour == datetime(2024, 9, 6, 5, 0, tzinfo=utc)
     assert all(t.election_id == election.id for t in Transaction.objects.all())
-    assert "read 3, created 3, duplicates 0, rejected 0" in out
+    assert "read 3, created 3, duplicates 0, conflicts 0, rejected 0" in out
     assert err == ""
 
 
@@ -89,7 +89,7 @@ def test_json_lines_import_stores_every_line(tmp_path, election, constituencies,
 
     assert {t[0] for t in _stored()} == {"j1", "j2", "j3"}
     assert Transaction.objects.get(tx_hash="j2").block_number == 5
-    assert "read 3, created 3, duplicates 0, rejected 0" in out
+    assert "read 3, created 3, duplicates 0, conflicts 0, rejected 0" in out
     assert err == ""
 
 
@@ -134,7 +134,7 @@ def test_each_bad_line_is_reported_with_its_number_and_reason_and_the_rest_is_st
     assert by_line[9] == "line 9: constituency: Constituency elsewhere belongs to another election."
     assert by_line[10] == "line 10: expected 5 fields as in the header, got 3"
     assert by_line[13] == "line 13: expected 5 fields as in the header, got 6"
-    assert "read 11, created 2, duplicates 0, rejected 9" in out
+    assert "read 11, created 2, duplicates 0, conflicts 0, rejected 9" in out
 
 
 def test_bad_json_lines_are_reported(tmp_path, election, constituencies):
@@ -167,7 +167,7 @@ def test_bad_json_lines_are_reported(tmp_path, election, constituencies):
     assert "line 4: election: 'another' is not the election being imported (test-election)." in err
     assert "line 5: timestamp:" in err
     assert "has no UTC offset" in err
-    assert "read 6, created 1, duplicates 0, rejected 5" in out
+    assert "read 6, created 1, duplicates 0, conflicts 0, rejected 5" in out
 
 
 def test_bytes_that_are_not_utf8_reject_only_their_line(tmp_path, election, constituencies):
@@ -197,7 +197,7 @@ def test_duplicates_in_the_file_and_already_stored_are_counted_not_stored_twice(
     a = constituencies[0]
     TransactionFactory(tx_hash="old", constituency=a, kind="bulletin_issued", timestamp=_ts(election, 5))
     lines = [HEADER] + [
-        f"old,{a.code},vote_cast,2024-09-06T05:00:00Z,",  # already stored (and different: the first wins)
+        f"old,{a.code},vote_cast,2024-09-06T05:00:00Z,",  # already stored with another kind: a conflict
         f"new,{a.code},vote_cast,2024-09-06T05:00:00Z,",
         f"new,{a.code},vote_cast,2024-09-06T05:00:00Z,",  # repeated in the same batch
         f"x1,{a.code},vote_cast,2024-09-06T05:00:00Z,",
@@ -208,7 +208,7 @@ def test_duplicates_in_the_file_and_already_stored_are_counted_not_stored_twice(
 
     assert Transaction.objects.count() == 4
     assert Transaction.objects.get(tx_hash="old").kind == "bulletin_issued"
-    assert "read 6, created 3, duplicates 3, rejected 0" in out
+    assert "read 6, created 3, duplicates 2, conflicts 1, rejected 0" in out
 
 
 def test_running_the_same_import_again_changes_nothing(
@@ -233,7 +233,7 @@ def test_running_the_same_import_again_changes_nothing(
         _stored(),
         set(HourlyStats.objects.values_list("constituency_id", "hour", "votes_cast", "bulletins_issued")),
     ) == first
-    assert "read 20, created 0, duplicates 20, rejected 0" in out
+    assert "read 20, created 0, duplicates 20, conflicts 0, rejected 0" in out
 
 
 def test_each_batch_leaves_durable_dirty_marks_and_the_first_flush_consumes_them(
@@ -274,14 +274,15 @@ def test_metrics_after_the_import_match_the_reference(tmp_path, django_capture_o
         rows.append((f"s{i}", burst, "vote_cast", election.starts_at + timedelta(hours=3, minutes=i)))
     for i in range(70):  # turnout over 100 % and votes exceeding bulletins
         rows.append((f"o{i}", constituencies[6], "vote_cast", election.starts_at + timedelta(hours=5, seconds=i)))
-    rows.append(("m3", constituencies[0], "vote_cast", election.starts_at))  # a duplicate: the first one counts
+    # A resend of a hash with other content: a conflict, reported; the first one counts.
+    rows.append(("m3", constituencies[0], "vote_cast", election.starts_at))
     rng.shuffle(rows)
     text = HEADER + "\n" + "".join(f"{h},{c.code},{k},{ts.isoformat()},\n" for h, c, k, ts in rows)
 
     with django_capture_on_commit_callbacks(execute=True):
         out, err = _import(_write(tmp_path / "tx.csv", text), "--batch-size", "97", election=election.code)
-    assert "rejected 0" in out
-    assert err == ""
+    assert "conflicts 1, rejected 0" in out
+    assert err.count("conflict: tx_hash 'm3' is already stored with another") == 1
 
     ref_election = reference.RefElection(
         tz=election.timezone,
@@ -376,7 +377,7 @@ def test_a_corrupt_gzip_stream_stops_the_import_keeping_the_stored_batches_and_t
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_command_run_outside_any_transaction_stores_batches_while_parsing_and_flushes_once(tmp_path):
+def test_a_command_run_outside_any_transaction_stores_batches_while_parsing_and_leaves_no_mark(tmp_path):
     # In autocommit, as in a real command run, PostgreSQL stores each batch on a second
     # connection while the next is parsed; the result must be the same as inline.
     election = ElectionFactory(code="autocommit-election")
@@ -388,13 +389,13 @@ def test_a_command_run_outside_any_transaction_stores_batches_while_parsing_and_
             f"2024-09-06T{5 + i % 9:02d}:{i % 60:02d}:00Z,{i}"
             for i in range(2500)
         ]
-        + [f"a00001,{constituencies[0].code},vote_cast,2024-09-06T05:00:00Z,", "bad,line"]
+        + [f"a00001,{constituencies[1].code},vote_cast,2024-09-06T06:01:00Z,1", "bad,line"]  # a resend
     )
     out, err = _import(
         _write(tmp_path / "tx.csv", "\n".join(lines) + "\n"), "--batch-size", "300", election=election.code
     )
 
-    assert "read 2502, created 2500, duplicates 1, rejected 1" in out
+    assert "read 2502, created 2500, duplicates 1, conflicts 0, rejected 1" in out
     assert Transaction.objects.filter(election=election).count() == 2500
     assert not DirtyBucket.objects.exists()
     assert sum(HourlyStats.objects.filter(election=election).values_list("transaction_count", flat=True)) == 2500
@@ -425,3 +426,145 @@ def test_a_database_error_in_a_batch_stops_the_import_and_keeps_the_batches_befo
     assert Transaction.objects.filter(election=election).count() == 200
     assert not DirtyBucket.objects.exists()
     assert HourlyStats.objects.get(election=election).votes_cast == 200
+
+
+# --- malformed lines reject only themselves (SPEC section 10) ---------------------------------
+
+
+def _lines_csv(constituencies, n: int) -> list[str]:
+    return [
+        f"q{i:05d},{constituencies[i % len(constituencies)].code},vote_cast,2024-09-06T{5 + i % 9:02d}:{i % 60:02d}:00Z,{i}"
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ('q-bad,c0000,"vote_cast,2024-09-06T05:00:00Z,1', "a quoted field is not closed on this line"),
+        ('"q-bad"x,c0000,vote_cast,2024-09-06T05:00:00Z,1', "',' expected after '\"'"),
+        ('"q-bad,c0000,vote_cast,2024-09-06T05:00:00Z,1', "a quoted field is not closed on this line"),
+    ],
+    ids=["quote-opened-mid-line", "text-after-closing-quote", "quote-opened-at-start"],
+)
+def test_a_stray_csv_quote_rejects_its_line_and_the_import_goes_on(tmp_path, election, constituencies, bad, reason):
+    good = _lines_csv(constituencies, 500)
+    lines = [HEADER, good[0], bad, *good[1:]]  # the stray quote on line 3 of 502
+    assert len(lines) == 502
+
+    out, err = _import(_write(tmp_path / "tx.csv", "\n".join(lines) + "\n"))
+
+    assert "read 501, created 500, duplicates 0, conflicts 0, rejected 1" in out
+    assert len(err.strip().splitlines()) == 1
+    assert f"line 3: not valid CSV ({reason}" in err
+    assert Transaction.objects.count() == 500
+    assert set(Transaction.objects.values_list("tx_hash", flat=True)) == {line.split(",")[0] for line in good}
+
+
+def test_quoted_fields_that_close_on_their_line_are_read(tmp_path, election, constituencies):
+    code = constituencies[0].code
+    lines = [
+        HEADER,
+        f'"q,1",{code},vote_cast,2024-09-06T05:00:00Z,1',
+        f'"q""2",{code},"vote_cast",2024-09-06T05:00:00Z,',
+    ]
+    out, _ = _import(_write(tmp_path / "tx.csv", "\n".join(lines) + "\n"))
+
+    assert "read 2, created 2, duplicates 0, conflicts 0, rejected 0" in out
+    assert set(Transaction.objects.values_list("tx_hash", flat=True)) == {"q,1", 'q"2'}
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ("[" * 100_000, "nested deeper than 32 levels"),
+        (
+            '{"tx_hash": "x", "constituency": "c0000", "kind": "vote_cast", "timestamp": "2024-09-06T05:00:00Z", '
+            '"block_number": NaN}',
+            "NaN is not valid JSON",
+        ),  # fmt: skip
+        (
+            '{"tx_hash": "x", "constituency": "c0000", "kind": "vote_cast", "timestamp": "2024-09-06T05:00:00Z", '
+            '"block_number": 1e999}',
+            "out of range",
+        ),  # fmt: skip
+        (
+            '{"tx_hash": "x", "tx_hash": "y", "constituency": "c0000", "kind": "vote_cast", '
+            '"timestamp": "2024-09-06T05:00:00Z"}',
+            'the key "tx_hash" appears twice',
+        ),  # fmt: skip
+        (
+            '{"tx_hash": "\\ud800", "constituency": "c0000", "kind": "vote_cast", "timestamp": "2024-09-06T05:00:00Z"}',
+            "lone surrogate",
+        ),  # fmt: skip
+        (
+            '{"tx_hash": "x", "constituency": "CODE", "kind": "vote_cast", "timestamp": "2030-01-01T00:00:00Z"}',
+            "30 days outside the election's voting window",
+        ),  # fmt: skip
+    ],
+    ids=["deep", "nan", "float-overflow", "duplicate-key", "lone-surrogate", "beyond-the-window"],
+)
+def test_a_pathological_json_line_rejects_only_itself(tmp_path, election, constituencies, bad, reason):
+    good = [
+        json.dumps({"tx_hash": f"j{i}", "constituency": constituencies[i % 6].code, "kind": "vote_cast",
+                    "timestamp": f"2024-09-06T0{5 + i % 4}:00:00Z"})
+        for i in range(20)
+    ]  # fmt: skip
+    bad = bad.replace("CODE", constituencies[0].code)
+    out, err = _import(_write(tmp_path / "tx.jsonl", "\n".join([*good[:5], bad, *good[5:]]) + "\n"))
+
+    assert "read 21, created 20, duplicates 0, conflicts 0, rejected 1" in out
+    assert "line 6: " in err
+    assert reason in err
+    assert Transaction.objects.count() == 20
+
+
+def test_an_undecodable_json_line_rejects_only_itself(tmp_path, election, constituencies):
+    code = constituencies[0].code
+    good = [json.dumps({"tx_hash": f"u{i}", "constituency": code, "kind": "vote_cast",
+                        "timestamp": "2024-09-06T05:00:00Z"}).encode() for i in range(3)]  # fmt: skip
+    bad = b'{"tx_hash": "\xff\xfe", "constituency": "' + code.encode() + b'", "kind": "vote_cast", "timestamp": "x"}'
+    (tmp_path / "tx.jsonl").write_bytes(b"\n".join([good[0], bad, b"\xc3\x28\xa0", *good[1:]]) + b"\n")
+
+    out, err = _import(tmp_path / "tx.jsonl")
+
+    assert "read 5, created 3, duplicates 0, conflicts 0, rejected 2" in out
+    assert "line 2: tx_hash: Must be valid UTF-8 text." in err
+    assert "line 3: not valid JSON" in err
+
+
+def test_every_line_read_is_counted_once_in_the_summary(tmp_path, election, constituencies):
+    """read = created + duplicates + rejected on a seeded mix of good, repeated and bad
+    lines, and what is stored is exactly the good lines, first of each tx_hash."""
+    rng = random.Random(11)
+    TransactionFactory(tx_hash="stored-before", constituency=constituencies[0])
+    bad_lines = ['x,"unclosed', "only,two", f"z,{constituencies[0].code},vote_cast,not-a-date,", "", "  "]
+    lines, expected = [HEADER], set()
+    for i in range(400):
+        roll = rng.random()
+        if roll < 0.15:
+            lines.append(rng.choice(bad_lines))
+        elif roll < 0.25:
+            lines.append(
+                rng.choice([*lines[1:], f"stored-before,{constituencies[0].code},vote_cast,2024-09-06T05:00:00Z,"])
+            )
+        else:
+            lines.append(f"m{i},{constituencies[i % 6].code},bulletin_issued,2024-09-06T06:{i % 60:02d}:00Z,{i}")
+    valid_order = []
+    for line in lines[1:]:
+        fields = line.split(",")
+        if len(fields) == 5 and fields[3] != "not-a-date" and '"' not in line:
+            valid_order.append(fields[0])
+    expected = {h for h in valid_order if h != "stored-before"}
+    data_lines = sum(1 for line in lines[1:] if line.strip())
+
+    out, _ = _import(_write(tmp_path / "tx.csv", "\n".join(lines) + "\n"), "--batch-size", "37")
+
+    summary = out.strip().splitlines()[-1]
+    counts = dict(part.rsplit(" ", 1) for part in summary.split(": ", 1)[1].split(", "))
+    counts = {name: int(value) for name, value in counts.items()}
+    assert counts["read"] == data_lines
+    assert counts["read"] == counts["created"] + counts["duplicates"] + counts["rejected"]
+    assert counts["created"] == len(expected)
+    assert counts["duplicates"] == len(valid_order) - len(expected)
+    assert set(Transaction.objects.values_list("tx_hash", flat=True)) == expected | {"stored-before"}

@@ -11,6 +11,7 @@ from elections.models import Transaction, TransactionKind
 from elections.services import (
     BLOCK_NUMBER_MAX,
     RowError,
+    TransactionConflict,
     TransactionRow,
     parse_aware_datetime,
     transaction_row_parse,
@@ -30,13 +31,19 @@ def test_a_hash_repeated_within_the_rows_stores_the_first_and_marks_only_its_buc
     rows = [
         TransactionRow("dup", election.id, first.id, VOTE, VOTING_STARTS + timedelta(minutes=5), 1),
         TransactionRow("other", election.id, first.id, VOTE, VOTING_STARTS + timedelta(minutes=6), None),
+        TransactionRow("dup", election.id, first.id, VOTE, VOTING_STARTS + timedelta(minutes=5), 2),
         TransactionRow("dup", election.id, second.id, VOTE, VOTING_STARTS + timedelta(hours=2), 2),
     ]
 
-    result = transactions_ingest(rows=rows)
+    with pytest.raises(TransactionConflict) as refused:
+        transactions_ingest(rows=rows)
+    assert [(c.index, c.fields) for c in refused.value.conflicts] == [(3, ("constituency", "timestamp"))]
+    assert not Transaction.objects.exists()  # all-or-nothing
+
+    result = transactions_ingest(rows=rows, conflicts="count")
 
     hour = hour_bucket(VOTING_STARTS + timedelta(minutes=5), election.tz)
-    assert (result.created, result.duplicates) == (2, 1)
+    assert (result.created, result.duplicates, len(result.conflicts)) == (2, 1, 1)
     assert result.buckets == {(first.id, hour)}
     stored = Transaction.objects.get(tx_hash="dup")
     assert (stored.constituency_id, stored.block_number) == (first.id, 1)
@@ -99,7 +106,7 @@ def test_a_naive_timestamp_is_refused():
 )  # fmt: skip
 def test_block_numbers(constituencies, block_number, expected):
     raw = {"tx_hash": "h", "constituency": constituencies[0].id, "kind": "vote_cast",
-           "timestamp": "2026-09-20T10:00:00Z", "block_number": block_number}  # fmt: skip
+           "timestamp": "2024-09-06T10:00:00Z", "block_number": block_number}  # fmt: skip
     lookup = {constituencies[0].id: constituencies[0]}.get
     if isinstance(expected, str):
         with pytest.raises(RowError, match=expected) as error:

@@ -7,7 +7,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from elections.timebuckets import HOUR, hour_bucket, hour_of_day, local_midnight_instant, period_end, period_start
+from elections.timebuckets import (
+    HOUR,
+    hour_bucket,
+    hour_bucket_ceil,
+    hour_of_day,
+    local_midnight_instant,
+    period_end,
+    period_start,
+)
 from metrics.tests import reference
 
 UTC = UTC
@@ -99,3 +107,24 @@ def test_periods_agree_with_the_reference(ts, zone, period):
     assert start == reference._period_start(reference.bucket(ts, zone), zone, period)
     assert period_end(start, tz, period) == reference._next_period(start, zone, period)
     assert start <= ts < period_end(start, tz, period)
+
+
+def bucket_starts_around(ts: datetime, zone: str) -> list[datetime]:
+    """Every bucket start within a day of ``ts``, by the reference, minute by minute."""
+    return sorted({reference.bucket(ts + timedelta(minutes=m), zone) for m in range(-1440, 1440)})
+
+
+@settings(max_examples=150, deadline=None)
+@given(ts=instants, zone=st.sampled_from([*ZONES, "Australia/Lord_Howe", "Pacific/Chatham"]), on_grid=st.booleans())
+def test_hour_bucket_ceil_is_the_first_bucket_start_at_or_after(ts, zone, on_grid):
+    if on_grid:
+        ts = reference.bucket(ts, zone)
+    starts = bucket_starts_around(ts, zone)
+    expected = min(start for start in starts if start >= ts)
+    assert hour_bucket_ceil(ts, ZoneInfo(zone)) == expected
+
+
+def test_hour_bucket_ceil_of_the_extremes_does_not_overflow():
+    tz = ZoneInfo("Pacific/Kiritimati")  # UTC+14
+    assert hour_bucket_ceil(datetime(9999, 12, 31, 23, 59, tzinfo=UTC), tz) == datetime(9999, 1, 1, tzinfo=UTC)
+    assert hour_bucket_ceil(datetime(1, 1, 1, tzinfo=UTC), tz) == datetime(2, 1, 1, tzinfo=UTC)

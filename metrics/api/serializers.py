@@ -1,4 +1,4 @@
-"""Shapes of the metrics API (SPEC section 7), field for field, and the filter serializers
+"""Shapes of the metrics API (README, HTTP API), field for field, and the filter serializers
 that validate path and query parameters before any selector runs."""
 
 import re
@@ -210,6 +210,12 @@ class ElectionMetricsSerializer(serializers.Serializer):
     constituency_count = serializers.IntegerField()
     constituencies_with_anomalies = serializers.IntegerField()
     hourly_turnout = HourlyTurnoutSerializer(many=True)
+    certified_at = serializers.DateTimeField(allow_null=True, help_text="When the count was certified final.")
+    snapshot_sha256 = serializers.CharField(
+        allow_null=True,
+        help_text="Of a certified election: SHA-256 of the canonical text of its hourly rows and constituency "
+        "figures, reproducible from this API (README, Certification).",
+    )
     computed_at = serializers.DateTimeField()
 
 

@@ -9,6 +9,7 @@ import hashlib
 import logging
 from functools import cached_property
 
+from django.db.models import QuerySet
 from django.http import HttpResponseNotModified
 from django.utils.http import parse_etags
 from drf_spectacular.types import OpenApiTypes
@@ -22,6 +23,9 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
+from election_monitor.csv_export import STREAM_CHUNK_ROWS
+from election_monitor.resilience import broker_breaker
+from elections.api.exports import ElectionCSVExportMixin
 from elections.permissions import IsStaff
 from metrics import selectors
 from metrics.api.serializers import (
@@ -97,10 +101,10 @@ def validated(serializer_class, data) -> dict:
     return serializer.validated_data
 
 
-class ReadView(APIView):
-    """Shared plumbing: parameter validation, pagination, and conditional responses for
-    cached reads. An APIView, not a GenericAPIView: there is no queryset to declare, the
-    selectors are the only way to the data."""
+class ReadView(ElectionCSVExportMixin, APIView):
+    """Shared plumbing: parameter validation, pagination, CSV exports and conditional
+    responses for cached reads. An APIView, not a GenericAPIView: there is no queryset to
+    declare, the selectors are the only way to the data."""
 
     pagination_class = api_settings.DEFAULT_PAGINATION_CLASS
 
@@ -150,8 +154,7 @@ class ReadView(APIView):
     def represent(self, cached: CachedRead, serializer_class) -> Response:
         """The serialized form of a cached value, serialized once per process: the value's
         ETag names exactly one computation, so its representation never changes. Serializing
-        on every hit was most of a cached read's cost (bench, issue 6: 15 ms of the election
-        metrics' 15.4 ms in-process became 6 ms)."""
+        on every hit was most of a cached read's cost (docs/PERFORMANCE.md, cached reads)."""
         key = (serializer_class, cached.etag)
         representation = _REPRESENTATIONS.get(key)
         if representation is None:
@@ -162,6 +165,11 @@ class ReadView(APIView):
         return RepresentationResponse(representation)
 
     def paginated(self, rows, serializer_class):
+        """A page of the rows; a CSV export streams all of them, from a database iterator
+        when they are a queryset (the whole election's hourly stats in constant memory)."""
+        if self.wants_csv():
+            items = rows.iterator(chunk_size=STREAM_CHUNK_ROWS) if isinstance(rows, QuerySet) else rows
+            return self.csv_stream(items, serializer_class, filename=self.csv_filename())
         page = self.paginator.paginate_queryset(rows, self.request, view=self)
         return self.paginator.get_paginated_response(serializer_class(page, many=True).data)
 
@@ -322,7 +330,7 @@ class RecomputeView(GenericAPIView):
         election_id = constituency.election_id if constituency else serializer.validated_data["election"].id
         constituency_id = constituency.id if constituency else None
         try:
-            result = recompute_election.delay(election_id, constituency_id)
+            result = broker_breaker().call(recompute_election.delay, election_id, constituency_id)
         except (BrokerOperationalError, ConnectionError):
             logger.exception("could not queue a recompute of election %s", election_id)
             return Response(

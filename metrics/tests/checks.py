@@ -29,9 +29,12 @@ CONSTITUENCY = (
 
 
 def ingest(election_id: int, txs: list[tuple[str, int, str, datetime]]):
-    """Store (tx_hash, constituency_id, kind, timestamp) tuples through the one insert path."""
+    """Store (tx_hash, constituency_id, kind, timestamp) tuples through the one insert path.
+
+    Generated streams resend hashes with other content too: as an import does, those
+    conflicts are counted and not stored, so the first of each hash is what is kept."""
     rows = [TransactionRow(h, election_id, c, kind, ts, None) for h, c, kind, ts in txs]
-    return transactions_ingest(rows=rows)
+    return transactions_ingest(rows=rows, conflicts="count")
 
 
 def delete(tx_hashes) -> int:

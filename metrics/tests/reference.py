@@ -1,4 +1,4 @@
-"""An independent, plain-Python reference of every metric in SPEC section 4.
+"""An independent, plain-Python reference of every metric in docs/METRICS.md.
 
 Deliberately written without the product's code: no ORM, no elections.timebuckets, no
 metrics.anomalies. Buckets are found by truncating the *local* time and converting back

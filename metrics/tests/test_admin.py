@@ -8,7 +8,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from election_monitor.admin_utils import ConstituencyListFilter
+from elections.admin_utils import ConstituencyListFilter
 from elections.tests.factories import VOTING_STARTS, ConstituencyFactory, ElectionFactory, TransactionFactory
 from metrics.models import Anomaly, AnomalyKind, DirtyBucket, HourlyStats
 from metrics.tests.factories import AnomalyFactory, HourlyStatsFactory

@@ -1,4 +1,4 @@
-"""metrics.anomalies: each rule of SPEC section 4 firing and not firing, alone and through a
+"""metrics.anomalies: each rule of docs/METRICS.md firing and not firing, alone and through a
 real ingest and recompute; and the anomaly score."""
 
 from datetime import UTC, datetime, timedelta

@@ -438,7 +438,8 @@ def test_schema_documents_every_read_endpoint_with_its_response(api_client):
     assert set(election["properties"]) == {
         "election_id", "code", "name", "status", "registered_voters", "total_bulletins_issued",
         "total_votes_cast", "total_transactions", "total_anomalies", "participation_rate",
-        "constituency_count", "constituencies_with_anomalies", "hourly_turnout", "computed_at",
+        "constituency_count", "constituencies_with_anomalies", "hourly_turnout", "certified_at",
+        "snapshot_sha256", "computed_at",
     }  # fmt: skip
     assert api_client.get("/api/docs/").status_code == 200
 

@@ -1,5 +1,5 @@
 """POST /api/metrics/recompute/: staff queue a recount of an election or one constituency
-(SPEC section 5). On the embedded default the task runs eagerly after the 202."""
+(README, How it stays correct). On the embedded default the task runs eagerly after the 202."""
 
 import pytest
 from kombu.exceptions import OperationalError as BrokerOperationalError

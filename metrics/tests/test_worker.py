@@ -187,7 +187,7 @@ def test_worker_killed_mid_flush_loses_nothing_and_the_sweep_repairs(
 
 
 def test_broker_unreachable_during_ingest_then_next_trigger_catches_up(
-    worker, broker_outage, ingest_client, past_election, poll, stats_match, caplog
+    worker, broker_outage, ingest_client, past_election, poll, stats_match, caplog, settings
 ):
     constituencies = list(past_election.constituencies.all())
     items = tx_items(constituencies, 200, start=VOTING_STARTS, prefix="outage")
@@ -202,6 +202,9 @@ def test_broker_unreachable_during_ingest_then_next_trigger_catches_up(
     assert not HourlyStats.objects.filter(election=past_election).exists()
 
     broker_outage.end()
+    # The broker's circuit breaker (election_monitor/resilience.py) keeps this process off
+    # the broker for CIRCUIT_BREAKER_RESET_SECONDS after the failure: that interval passes.
+    settings.CIRCUIT_BREAKER_RESET_SECONDS = 0
     late = tx_items(constituencies[:1], 1, start=VOTING_STARTS + timedelta(hours=30), prefix="after-outage")
     assert ingest_client.post(TRANSACTIONS_URL, late, format="json").status_code == 201
 

@@ -16,7 +16,7 @@ from django.db import connection, connections, transaction
 from elections.models import Constituency, Transaction
 from elections.services import TransactionRow, transactions_ingest
 from elections.tests.factories import ConstituencyFactory, ElectionFactory
-from metrics import pipeline
+from metrics import pipeline, tasks
 from metrics.aggregation import Scope, metrics_recompute
 from metrics.models import DirtyBucket, HourlyStats
 from metrics.pipeline import constituency_totals_stale, dirty_buckets_flush, stale_buckets_find
@@ -252,6 +252,8 @@ def test_checked_async_commit_only_in_the_flushs_own_transaction(monkeypatch):
             return cursor.fetchone()[0]
 
     monkeypatch.setattr(pipeline, "metrics_recompute", spy)
+    # The test drives the flush itself: the ingest's flush request (eager here) is withheld.
+    monkeypatch.setattr(tasks, "flush_request", lambda election_id: None)
     for i in range(2):
         row = TransactionRow(f"s-{i}", election.id, place.id, "vote_cast", T0 + timedelta(minutes=5 + i), None)
         transactions_ingest(rows=[row])

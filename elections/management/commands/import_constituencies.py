@@ -2,6 +2,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from election_monitor.exceptions import ServiceError
 from elections.importers import ImportFileError, constituencies_import
 from elections.models import Election
 
@@ -31,7 +32,7 @@ class Command(BaseCommand):
                 election=election,
                 on_rejected=lambda line, reason: self.stderr.write(f"line {line}: {reason}"),
             )
-        except ImportFileError as error:
+        except (ImportFileError, ServiceError) as error:
             raise CommandError(str(error)) from None
         if report.ignored_columns:
             self.stdout.write(f"Ignored unknown column(s): {', '.join(report.ignored_columns)}")

@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from election_monitor.commands import sql_log_off
+from election_monitor.exceptions import ServiceError
 from elections.importers import DEFAULT_BATCH_SIZE, FORMATS, ImportFileError, transactions_import
 from elections.models import Election
 
@@ -76,16 +77,15 @@ class Command(BaseCommand):
                     on_rejected=on_rejected,
                     on_progress=on_progress,
                 )
-        except ImportFileError as error:
+        except (ImportFileError, ServiceError) as error:
             raise CommandError(str(error)) from None
         finally:
             bar.close()
 
         if report.ignored_columns:
             self.stdout.write(f"Ignored unknown column(s): {', '.join(report.ignored_columns)}")
-        self.stdout.write(
-            f"{options['file']} into {election.code}: read {report.read}, created {report.created}, "
-            f"duplicates {report.duplicates}, rejected {report.rejected}"
-        )
-        if report.rejected and options["strict"]:
-            raise CommandError(f"{report.rejected} line(s) rejected (the valid lines were stored).")
+        self.stdout.write(f"{options['file']} into {election.code}: {report.summary()}")
+        if (report.rejected or report.conflicts) and options["strict"]:
+            raise CommandError(
+                f"{report.rejected} line(s) rejected and {report.conflicts} in conflict (the valid lines were stored)."
+            )

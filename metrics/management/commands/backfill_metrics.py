@@ -62,7 +62,7 @@ class Command(BaseCommand):
             # One pass over the whole election: one aggregate, and every hour's spikes and
             # every constituency's totals judged once. Steps of N constituencies each reload
             # and re-judge all peers of their hours, so their total cost grows with the
-            # square of the election (2,000 constituencies: 237 s against 98 s; bench, issue 6).
+            # square of the election (docs/PERFORMANCE.md, full recompute).
             chunks = [None]
         else:
             size = options["chunk"] or max(1, len(ids))
@@ -76,8 +76,8 @@ class Command(BaseCommand):
 
         if connection.vendor == "postgresql":
             # A backfill rewrites many rows at once; until autovacuum gets to them the planner's
-            # statistics are stale and it picks a bad index for the next flush (74 ms instead of
-            # 0.2 ms for one lookup; bench, issue 6).
+            # statistics are stale and it picks a bad index for the next flush, hundreds of
+            # times slower for one lookup (docs/PERFORMANCE.md).
             with connection.cursor() as cursor:
                 for model in (HourlyStats, Anomaly, Constituency):
                     cursor.execute(f"ANALYZE {connection.ops.quote_name(model._meta.db_table)}")

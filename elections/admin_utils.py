@@ -1,4 +1,4 @@
-"""Admin building blocks for tables with millions of rows (SPEC section 9).
+"""Admin building blocks for tables with millions of rows.
 
 Django's changelist counts every row of the table on each page view and renders every
 related object as a filter option; on the transaction table both take seconds. These
