@@ -7,6 +7,9 @@ from rest_framework.test import APIClient
 
 from elections.tests.factories import ConstituencyFactory, ElectionFactory
 
+# The real worker, broker faults and the stats check, for tests in every directory.
+pytest_plugins = ["metrics.tests.fixtures"]
+
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(settings):

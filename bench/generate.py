@@ -42,6 +42,7 @@ from django.db import connection, transaction  # noqa: E402
 
 from elections.models import Constituency, Election  # noqa: E402
 from elections.timebuckets import zone  # noqa: E402
+from metrics.models import EpisodeEvent  # noqa: E402
 
 UTC = UTC
 # Relative activity by local hour of day (0-23) in a 24-hour remote-voting window.
@@ -190,7 +191,9 @@ def csv_lines(rows, *, constituency_code: str, clock: Clock) -> str:
 
 
 def election_purge(*, codes=None, ids=None) -> None:
-    """Delete elections and everything under them, the millions of rows by set-based SQL."""
+    """Delete elections and everything under them: the big tables with set-based SQL (the ORM
+    cascade would load every transaction into memory), then the rest through the ORM cascade,
+    so tables that other apps add (ingest batches, certifications, ...) go too."""
     with connection.cursor() as cursor:
         if codes is not None:
             cursor.execute("SELECT id FROM elections_election WHERE code = ANY(%s)", [list(codes)])
@@ -199,10 +202,17 @@ def election_purge(*, codes=None, ids=None) -> None:
         if not ids:
             return
         with transaction.atomic():
-            for table in ("metrics_dirtybucket", "metrics_anomaly", "metrics_hourlystats", "elections_transaction"):
+            # Episode events through the ORM: the alert records that reference them (alerts
+            # app) go with them; they are few, one per episode change.
+            EpisodeEvent.objects.filter(election_id__in=ids).delete()
+            for table in (
+                "metrics_dirtybucket",
+                "metrics_episode",
+                "metrics_anomaly",
+                "metrics_hourlystats",
+                "elections_transaction",
+            ):
                 cursor.execute(f"DELETE FROM {table} WHERE election_id = ANY(%s)", [ids])
-            # The big tables went by plain SQL above; the ORM cascades to every other table
-            # that keeps rows per election (batches, versions, logs), whatever app owns it.
             Election.objects.filter(id__in=ids).delete()
 
 

@@ -36,8 +36,19 @@ def variant_path(source: Path, tag: str, *, skip_header: bool) -> Path:
 
 def election_rows_delete(election_id: int) -> None:
     """Empty the ingest election between measurements (set-based; untimed)."""
+    # Episode events through the ORM: the alert records that reference them (alerts app) go
+    # with them; they are few, one per episode change.
+    from metrics.models import EpisodeEvent
+
+    EpisodeEvent.objects.filter(election_id=election_id).delete()
     with connection.cursor() as cursor:
-        for table in ("metrics_dirtybucket", "metrics_anomaly", "metrics_hourlystats", "elections_transaction"):
+        for table in (
+            "metrics_dirtybucket",
+            "metrics_episode",
+            "metrics_anomaly",
+            "metrics_hourlystats",
+            "elections_transaction",
+        ):
             cursor.execute(f"DELETE FROM {table} WHERE election_id = %s", [election_id])
 
 

@@ -61,9 +61,19 @@ def explain(sql: str, params: dict) -> str:
 
 
 def metrics_reset(election_id: int) -> None:
-    """Back to 'never computed' (untimed): no hourly rows, anomalies, marks or totals."""
+    """Back to 'never computed' (untimed): no hourly rows, anomalies, episodes, marks or totals."""
+    # Episode events through the ORM: the alert records that reference them (alerts app) go
+    # with them; they are few, one per episode change.
+    from metrics.models import EpisodeEvent
+
+    EpisodeEvent.objects.filter(election_id=election_id).delete()
     with connection.cursor() as cursor:
-        for table in ("metrics_dirtybucket", "metrics_anomaly", "metrics_hourlystats"):
+        for table in (
+            "metrics_dirtybucket",
+            "metrics_episode",
+            "metrics_anomaly",
+            "metrics_hourlystats",
+        ):
             cursor.execute(f"DELETE FROM {table} WHERE election_id = %s", [election_id])
         cursor.execute(
             "UPDATE elections_constituency SET total_bulletins_issued = 0, total_votes_cast = 0, "

@@ -13,6 +13,7 @@ ROOT_ROUTES = [
     "constituency-list",
     "transaction-list",
     "anomaly-list",
+    "episode-list",
     "dashboard-summary",
     "dashboard-detailed",
     "metrics-recompute",

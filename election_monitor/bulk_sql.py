@@ -227,6 +227,71 @@ def pairs_in(pairs: list[tuple[int, datetime]], *, columns: tuple[str, str] = ("
     return q
 
 
+def ids_in(ids: Sequence[int], *, column: str = "constituency_id") -> Q:
+    """``column IN ids``; on PostgreSQL one array parameter (``= ANY``), not one per id."""
+    if is_postgresql():
+        quoted = connection.ops.quote_name(column)
+        return Q(RawSQL(f"{quoted} = ANY(%s::bigint[])", (list(ids),), output_field=BooleanField()))
+    return Q(**{f"{column}__in": list(ids)})
+
+
+def rows_from_starts(
+    model,
+    fields: Sequence[str],
+    starts: dict[int, datetime | None],
+    *,
+    where: dict,
+    key: str = "constituency_id",
+    order: str = "hour",
+    clauses_max: int = 20,
+    in_list_max: int = 200,
+) -> list[tuple]:
+    """``fields`` of ``model``'s rows matching ``where`` whose ``key`` is in ``starts`` and
+    whose ``order`` column is at or after that key's start (None: every row of the key).
+    May return more rows (SQLite): callers filter by start again.
+
+    Subtle: on PostgreSQL each key's rows are one probe of a (key, order) index from its own
+    start: a LATERAL subquery per key, kept from being flattened into a join by OFFSET 0. As a
+    plain join PostgreSQL hashed every row of the election, a hundred times slower for a
+    flush's few hundred keys (docs/PERFORMANCE.md). SQLite gets one clause per distinct start,
+    at most ``clauses_max``: the keys of the smallest groups share the earliest of theirs."""
+    if not starts:
+        return []
+    if is_postgresql():
+        quote = connection.ops.quote_name
+        names = ", ".join(f"t.{quote(model._meta.get_field(name).column)}" for name in fields)
+        conditions = "".join(f" AND t.{quote(model._meta.get_field(name).column)} = %s" for name in where)
+        key_column, order_column = (quote(model._meta.get_field(name).column) for name in (key, order))
+        sql = (
+            f"SELECT {names} FROM unnest(%s::bigint[], %s::timestamptz[]) AS w(k, s) CROSS JOIN LATERAL "
+            f"(SELECT * FROM {quote(model._meta.db_table)} AS t "
+            f"WHERE t.{key_column} = w.k AND t.{order_column} >= w.s{conditions} OFFSET 0) AS t"
+        )
+        keys = list(starts)
+        first = datetime(1, 1, 2, tzinfo=UTC)  # before any instant: "every row"
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [keys, [starts[k] or first for k in keys], *where.values()])
+            return cursor.fetchall()
+    by_start: dict[datetime | None, list[int]] = {}
+    for k, start in starts.items():
+        by_start.setdefault(start, []).append(k)
+    groups = sorted(by_start.items(), key=lambda group: -len(group[1]))
+    if len(groups) > clauses_max:
+        head, rest = groups[: clauses_max - 1], groups[clauses_max - 1 :]
+        earliest = [start for start, _ in rest]
+        groups = [*head, (None if None in earliest else min(earliest), [k for _, ks in rest for k in ks])]
+    clauses = Q(pk__in=[])
+    for start, ks in groups:
+        clause = Q(**{f"{key}__in": sorted(ks)}) if len(ks) <= in_list_max else Q()
+        if start is not None:
+            clause &= Q(**{f"{order}__gte": start})
+        if not clause:
+            clauses = Q()  # every row matching ``where``
+            break
+        clauses |= clause
+    return list(model.objects.filter(clauses, **where).values_list(*fields).order_by())
+
+
 def rows_by_ids(model, ids: Iterable[int], fields: Sequence[str], *, lock_key_share: bool = False) -> dict[int, tuple]:
     """{pk: (field values...)} for the given primary keys, in one query; with
     ``lock_key_share`` the rows are locked FOR KEY SHARE until the transaction ends

@@ -1,8 +1,8 @@
 """OpenAPI post-processing: every operation documents the errors every operation can give.
 
 Bad input is a 400, a missing credential 401/403, a missing object or page 404, the
-anonymous throttle 429, and a write's body can be refused as too large (413); views that
-document their own errors keep them. One place, so that no endpoint's documentation lags
+anonymous throttle 429, a database lost mid-request 503, and a write's body can be refused
+as too large (413); views that document their own errors keep them. One place, so that no endpoint's documentation lags
 behind what the API really answers (the fuzz campaign in tests/ checks it)."""
 
 ERROR_BODY = {
@@ -20,6 +20,7 @@ COMMON_ERRORS = {
     "403": "Not allowed (credentials without the needed permission, or anonymous reads are off).",
     "404": "No such object, or no such page.",
     "429": "Too many requests from this anonymous client (see Retry-After).",
+    "503": "The database became unavailable during the request, which was not completed; send it again.",
 }
 WRITE_ERRORS = {"413": "The request body is larger than the limit."}
 

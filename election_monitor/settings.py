@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "elections",
     "metrics",
     "dashboard",
+    "alerts",
 ]
 
 MIDDLEWARE = [
@@ -233,6 +234,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Anomalies and episodes share one kind enum: named once, not after a hash.
+    "ENUM_NAME_OVERRIDES": {"AnomalyKindEnum": "metrics.models.AnomalyKind"},
     # The schema and the docs follow the read permission: closed to anonymous users unless
     # ALLOW_ANONYMOUS_READ is on.
     "SERVE_PERMISSIONS": ["elections.permissions.ReadOrIngest"],
@@ -269,6 +272,7 @@ ANOMALY_WEIGHTS = {
     "votes_exceed_bulletins": float(os.environ.get("ANOMALY_WEIGHT_VOTES_EXCEED_BULLETINS", "3")),
     "velocity_spike": float(os.environ.get("ANOMALY_WEIGHT_VELOCITY_SPIKE", "2")),
     "outside_voting_window": float(os.environ.get("ANOMALY_WEIGHT_OUTSIDE_VOTING_WINDOW", "1")),
+    "stream_protocol_mismatch": float(os.environ.get("ANOMALY_WEIGHT_STREAM_PROTOCOL_MISMATCH", "4")),
 }
 ANOMALY_SPIKE_K = float(os.environ.get("ANOMALY_SPIKE_K", "5"))
 ANOMALY_SPIKE_MIN_VOTES = int(os.environ.get("ANOMALY_SPIKE_MIN_VOTES", "20"))
@@ -291,6 +295,38 @@ METRICS_CACHE_TTL_CLOSED = int(os.environ.get("METRICS_CACHE_TTL_CLOSED", str(24
 # Seconds a process reuses an election's figures version read from the database before
 # asking again: the longest a failed cache write can leave a reader stale (metrics/cache.py).
 METRICS_VERSION_RECHECK_SECONDS = float(os.environ.get("METRICS_VERSION_RECHECK_SECONDS", "1"))
+
+# --- Alerts and e-mail ------------------------------------------------------------------
+# Alert deliveries (SPEC section 12, README "Alerts"): webhooks over HTTP, e-mail through
+# Django's e-mail framework. The console backend prints e-mails to the worker's output; set
+# EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend and the EMAIL_* below for SMTP.
+
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+# Seconds an SMTP connection may block, like the webhook timeout below.
+EMAIL_TIMEOUT = float(os.environ.get("EMAIL_TIMEOUT", "10"))
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "election-monitor@localhost")
+
+# Seconds a webhook POST may block on connecting or reading its answer.
+ALERTS_HTTP_TIMEOUT = float(os.environ.get("ALERTS_HTTP_TIMEOUT", "5"))
+# Attempts per delivery before it is recorded failed; retries wait base × 2^(attempt - 1)
+# seconds (half of it random jitter), at most the cap.
+ALERTS_MAX_ATTEMPTS = int(os.environ.get("ALERTS_MAX_ATTEMPTS", "8"))
+ALERTS_RETRY_BASE_SECONDS = float(os.environ.get("ALERTS_RETRY_BASE_SECONDS", "2"))
+ALERTS_RETRY_MAX_SECONDS = float(os.environ.get("ALERTS_RETRY_MAX_SECONDS", "300"))
+# Seconds a worker owns a delivery it is sending; after that another may take it over and
+# resend with the same delivery id. The delivery task is killed at half of it, so an attempt
+# never outlives its lease.
+ALERTS_LEASE_SECONDS = float(os.environ.get("ALERTS_LEASE_SECONDS", "60"))
+# The recovery job re-queues pending deliveries overdue by this many seconds, and dispatches
+# episode events recorded up to this many hours ago that were never dispatched.
+ALERTS_REQUEUE_AFTER_SECONDS = float(os.environ.get("ALERTS_REQUEUE_AFTER_SECONDS", "30"))
+ALERTS_DISPATCH_LOOKBACK_HOURS = float(os.environ.get("ALERTS_DISPATCH_LOOKBACK_HOURS", "24"))
 
 # --- Security (production: DEBUG off) ---------------------------------------------------
 

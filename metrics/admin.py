@@ -1,6 +1,6 @@
 """Admin for what we derive: inspect only.
 
-Hourly stats, anomalies and dirty marks are written by the metrics engine alone; a hand
+Hourly stats, anomalies, episodes, their events and dirty marks are written by the metrics engine alone; a hand
 edit would be overwritten by the next recompute (or repaired by the sweep), so the admin
 shows them read-only. To change them, change the transactions or use the election's
 "Recompute metrics" action.
@@ -11,10 +11,23 @@ from django.contrib import admin, messages
 from elections.admin import ConstituencyAdmin, ElectionAdmin
 from elections.admin_utils import ConstituencyListFilter, ElectionListFilter, LargeTableAdmin, election_filtered
 from elections.models import Constituency, Election
-from metrics.models import HOURLY_COMPUTED_FIELDS, Anomaly, DirtyBucket, DriftCheck, HourlyStats
+from metrics.models import (
+    HOURLY_COMPUTED_FIELDS,
+    Anomaly,
+    DirtyBucket,
+    DriftCheck,
+    Episode,
+    EpisodeEvent,
+    HourlyStats,
+)
 from metrics.tasks import recompute_election
 
-DERIVED_CHANGELISTS = (("metrics_hourlystats", "Hourly stats"), ("metrics_anomaly", "Anomalies"))
+DERIVED_CHANGELISTS = (
+    ("metrics_hourlystats", "Hourly stats"),
+    ("metrics_anomaly", "Anomalies"),
+    ("metrics_episode", "Episodes"),
+    ("metrics_episodeevent", "Episode events"),
+)
 
 
 class ElectionWithMetricsAdmin(ElectionAdmin):
@@ -111,6 +124,44 @@ class AnomalyAdmin(ReadOnlyAdmin):
     search_fields = ("constituency__code__exact",)
     date_hierarchy = "hour"
     sortable_by = ("hour",)
+
+
+@admin.register(Episode)
+class EpisodeAdmin(ReadOnlyAdmin):
+    """Runs of flagged hours (docs/METRICS.md#episodes-and-the-anomaly-score), latest first."""
+
+    list_display = (
+        "last_hour",
+        "kind",
+        "constituency_code",
+        "election_code",
+        "first_hour",
+        "hours",
+        "peak",
+        "open",
+        "weight",
+        "updated_at",
+    )
+    list_filter = (ElectionListFilter, ConstituencyListFilter, "kind", "open")
+    search_fields = ("constituency__code__exact",)
+    date_hierarchy = "last_hour"
+    sortable_by = ("last_hour",)
+
+    def get_ordering(self, request):
+        return ("-last_hour", "-id")  # the API's order, served by an index with or without an election
+
+
+@admin.register(EpisodeEvent)
+class EpisodeEventAdmin(ReadOnlyAdmin):
+    """The outbox alerts deliver from: what opened, closed or was withdrawn, and when."""
+
+    list_display = ("id", "created_at", "event", "kind", "constituency_code", "election_code", "first_hour", "payload")
+    list_filter = (ElectionListFilter, ConstituencyListFilter, "event", "kind")
+    search_fields = ("constituency__code__exact",)
+    sortable_by = ()
+
+    def get_ordering(self, request):
+        return ("-id",)
 
 
 @admin.register(DirtyBucket)

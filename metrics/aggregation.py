@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from django.db import transaction
-from django.db.models import Case, Count, IntegerField, Q, Sum, Value, When
+from django.db.models import Case, Count, FloatField, IntegerField, Q, Sum, Value, When
 from django.utils import timezone
 
 from election_monitor import bulk_sql
@@ -23,7 +23,8 @@ from elections.models import CONSTITUENCY_METRIC_FIELDS, Constituency, Election,
 from elections.timebuckets import HOUR, hour_bucket
 from metrics import anomalies
 from metrics.cache import metrics_cache
-from metrics.models import HOURLY_COMPUTED_FIELDS, Anomaly, AnomalyKind, HourlyStats
+from metrics.episodes import episodes_refresh
+from metrics.models import HOURLY_COMPUTED_FIELDS, Anomaly, AnomalyKind, Episode, HourlyStats
 
 logger = logging.getLogger(__name__)
 
@@ -273,6 +274,29 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
         result.rows_deleted = len(plan.deleted_ids)
         result.anomalies_written = len(upserts)
         result.anomalies_deleted = len(stale_ids)
+        # Episodes follow the anomalies just written: re-derived where flags or hours with data
+        # moved, from the earliest changed hour; only their peaks where nothing but a flag's
+        # details did. A flush that only adds to a clean bucket has neither
+        # (docs/METRICS.md#how-episodes-are-kept-current).
+        magnitude_changes = defaultdict(list)
+        for key, (weight, details) in desired.items():
+            if (stored := existing.get(key)) is not None and stored.details != details and stored.weight == weight:
+                magnitude_changes[key[0]].append((key[1], key[2], stored.details, details))
+        episodes_refresh(
+            election_id=election_id,
+            constituency_ids=None
+            if scope.whole_election
+            else {
+                *(key[0] for key in desired.keys() - existing.keys()),
+                *(key[0] for key, stored in existing.items() if key in desired and stored.weight != desired[key][0]),
+                *(key[0] for key in existing if key not in desired and in_region(key)),
+                *(row[1] for row in hourly_rows[0]),
+                *(c for c, _ in stored_in_scope.keys() - counts.keys()),
+            },
+            since=since,
+            now=now,
+            magnitude_changes=magnitude_changes,
+        )
 
         refresh = touched | peers_rejudged
         if not scope.totals_by_delta:
@@ -541,19 +565,31 @@ def constituency_metrics_refresh(
 
 def _constituencies_write(election_id: int, totals: dict[int, tuple[int, int, int]], voters, now) -> int:
     """Write each constituency's given (bulletins, votes, transactions) totals, with its
-    participation and its anomaly count and score from the stored anomalies."""
+    participation, its anomaly count from the stored anomalies and its score from the
+    stored episodes (docs/METRICS.md#anomaly_score)."""
     if not totals:
         return 0
-    found = Anomaly.objects.filter(election_id=election_id)
+    found, episodes = Anomaly.objects.filter(election_id=election_id), Episode.objects.filter(election_id=election_id)
     if len(totals) <= IN_LIST_MAX:
         found = found.filter(constituency_id__in=sorted(totals))
-    flagged = {
-        c: (n, w)
-        for c, n, w in found.values("constituency_id")
-        .annotate(n=Count("id"), w=Sum("weight"))
+        episodes = episodes.filter(constituency_id__in=sorted(totals))
+    # One round trip: anomaly counts and episode weights as a UNION ALL of two aggregates.
+    flagged: dict[int, list] = defaultdict(lambda: [0, 0.0])
+    for c, n, w in (
+        found.values("constituency_id")
+        .annotate(n=Count("id"), w=Value(0.0, output_field=FloatField()))
         .values_list("constituency_id", "n", "w")
         .order_by()
-    }
+        .union(
+            episodes.values("constituency_id")
+            .annotate(n=Value(0, output_field=IntegerField()), w=Sum("weight"))
+            .values_list("constituency_id", "n", "w")
+            .order_by(),
+            all=True,
+        )
+    ):
+        flagged[c][0] += n
+        flagged[c][1] += w
     updates = []
     for c, (bulletins, votes, count) in totals.items():
         n, w = flagged.get(c, (0, 0.0))

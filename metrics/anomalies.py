@@ -55,8 +55,27 @@ def velocity_spikes(peers: dict[int, tuple[int, int]]) -> dict[int, dict]:
     }
 
 
+def magnitude(kind: str, details: dict) -> float | None:
+    """How far one flagged hour is past its rule, per kind (docs/METRICS.md#anomaly-rules): an
+    episode's ``peak`` is the largest of its hours'."""
+    if kind == AnomalyKind.TURNOUT_OVER_100:
+        return 100.0 * details["cumulative_votes"] / details["registered_voters"]
+    if kind == AnomalyKind.VOTES_EXCEED_BULLETINS:
+        return float(details["cumulative_votes"] - details["cumulative_bulletins"])
+    if kind == AnomalyKind.VELOCITY_SPIKE:
+        if not details["mad"]:
+            return None
+        return (details["share"] - details["median"]) / (MAD_TO_SIGMA * details["mad"])
+    if kind == AnomalyKind.OUTSIDE_VOTING_WINDOW:
+        return float(details["transactions_outside"])
+    if kind == AnomalyKind.STREAM_PROTOCOL_MISMATCH and details.get("difference") is not None:
+        return float(abs(details["difference"]))
+    return None
+
+
 def anomaly_score(weight_sum: float) -> float:
-    """100 × (1 − e^(−S/10)), rounded to 2 decimals; 0 for a constituency with no anomalies."""
+    """100 × (1 − e^(−S/10)), rounded to 2 decimals, S the sum of the weights of a
+    constituency's episodes; 0 for a constituency with none."""
     if weight_sum <= 0:
         return 0.0
     return round(100 * (1 - math.exp(-weight_sum / 10)), 2)

@@ -15,8 +15,14 @@ rules of docs/METRICS.md#anomaly-rules fire for them and for no other constituen
 - ``velocity_spike``: a burst of ten times its normal votes in one afternoon hour;
 - ``turnout_over_100``: 102 % of its registered voters vote (ballot stuffing), spread evenly
   over the curve so that no single hour of it looks like a spike;
-- ``votes_exceed_bulletins``: from day 2 noon every tenth vote has no bulletin;
-- ``outside_voting_window``: a few transactions before the polls open and after they close.
+- ``votes_exceed_bulletins``: from day 2 noon a quarter of that hour's votes, then every tenth
+  vote, have no bulletin;
+- ``outside_voting_window``: a few transactions in the hour before the polls open.
+
+Each forms exactly one episode (docs/METRICS.md#episodes): its flagged hours are one run among the
+constituency's hours with data. The bulletins missing at noon outnumber the bulletins whose
+votes fall into the next hour, so the cumulative rule never lapses once it fires, and the
+early transactions are all in one hour.
 
 Everything is stored through the elections service layer (the one write path), then the
 election is recomputed once in full and the dirty marks the load made are dropped, all in
@@ -75,7 +81,8 @@ SPIKE_MIN_VOTES = 40
 SPIKE_AT = (2, 14)  # day 2, 14:00 local
 MISSING_BULLETINS_FROM = (2, 12)  # day 2, noon local
 MISSING_BULLETIN_EVERY = 10
-OUTSIDE_PAIRS = 3  # bulletin+vote pairs before opening and again after closing
+MISSING_AT_NOON_SHARE = 4  # a quarter of the noon hour's voters get no bulletin
+OUTSIDE_PAIRS = 6  # bulletin+vote pairs in the half hour before opening
 INGEST_BATCH = 20_000
 
 DISTRICTS = (
@@ -231,15 +238,13 @@ def _constituency_transactions(
     delay_low, delay_span = VOTE_DELAY[0], VOTE_DELAY[1] - VOTE_DELAY[0]
     voter = 0
     for (_, _, hour_start), count in zip(hours, counts, strict=True):
-        for _ in range(count):
+        missing = kind_of == AnomalyKind.VOTES_EXCEED_BULLETINS and hour_start >= missing_from
+        at_noon = max(1, count // MISSING_AT_NOON_SHARE) if missing and hour_start == missing_from else 0
+        for i in range(count):
             issued = hour_start + int(uniform() * 3600)
             cast = min(issued + delay_low + int(uniform() * delay_span), ends - 1)
             voter += 1
-            skip = (
-                kind_of == AnomalyKind.VOTES_EXCEED_BULLETINS
-                and issued >= missing_from
-                and voter % MISSING_BULLETIN_EVERY == 0
-            )
+            skip = missing and (i < at_noon or voter % MISSING_BULLETIN_EVERY == 0)
             if not skip:
                 yield TransactionKind.BULLETIN_ISSUED, issued
             yield TransactionKind.VOTE_CAST, cast
@@ -257,11 +262,10 @@ def _constituency_transactions(
     for hour_start in rng.choices(open_starts, weights, k=round(voters * OTHER_TRANSACTIONS)):
         yield TransactionKind.OTHER, min(hour_start + randrange(3600), ends - 1)
     if kind_of == AnomalyKind.OUTSIDE_VOTING_WINDOW:
-        for base in (starts - 1800, ends + 300):  # 07:30 on day 1, 20:05 on day 3
-            for _ in range(OUTSIDE_PAIRS):
-                issued = base + randrange(1200)
-                yield TransactionKind.BULLETIN_ISSUED, issued
-                yield TransactionKind.VOTE_CAST, issued + randrange(30, 240)
+        for _ in range(OUTSIDE_PAIRS):  # 07:30-07:50 on day 1: one flagged hour
+            issued = starts - 1800 + randrange(1200)
+            yield TransactionKind.BULLETIN_ISSUED, issued
+            yield TransactionKind.VOTE_CAST, issued + randrange(30, 240)
 
 
 def demo_election_seed(

@@ -1,4 +1,4 @@
-"""What we derive from the transaction stream: hourly statistics and anomaly flags."""
+"""What we derive from the transaction stream: hourly statistics, anomaly flags and episodes."""
 
 from datetime import datetime
 
@@ -82,6 +82,8 @@ class AnomalyKind(models.TextChoices):
     VOTES_EXCEED_BULLETINS = "votes_exceed_bulletins"
     VELOCITY_SPIKE = "velocity_spike"
     OUTSIDE_VOTING_WINDOW = "outside_voting_window"
+    # Reconciliation of the stream against a published protocol (docs/METRICS.md#stream_protocol_mismatch).
+    STREAM_PROTOCOL_MISMATCH = "stream_protocol_mismatch"
 
 
 class Anomaly(models.Model):
@@ -106,6 +108,75 @@ class Anomaly(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.constituency_id} @ {self.hour.isoformat()}"
+
+
+class Episode(models.Model):
+    """A maximal run of one constituency's flagged hours of one kind (docs/METRICS.md#episodes).
+
+    Consecutive means consecutive among the constituency's hours with data, so a night
+    without transactions does not split a run. Re-derived from the Anomaly rows by
+    ``metrics.episodes.episodes_refresh``; its identity is (constituency, kind, first_hour).
+    """
+
+    election = models.ForeignKey(Election, on_delete=models.CASCADE, related_name="episodes", db_index=False)
+    constituency = models.ForeignKey(Constituency, on_delete=models.CASCADE, related_name="episodes", db_index=False)
+    kind = models.CharField(max_length=32, choices=AnomalyKind.choices)
+    first_hour = models.DateTimeField()
+    last_hour = models.DateTimeField()
+    hours = models.IntegerField(help_text="Flagged hours in the episode.")
+    peak = models.FloatField(null=True, help_text="The largest magnitude of its hours; null when none is defined.")
+    open = models.BooleanField(help_text="Its last hour is the constituency's latest hour with data.")
+    weight = models.FloatField()
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-last_hour", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["constituency", "kind", "first_hour"], name="episode_unique_identity"),
+        ]
+        indexes = [
+            # The API's order, whole or per election; the identity's index serves constituency reads.
+            models.Index(fields=["-last_hour", "-id"], name="episode_recent"),
+            models.Index(fields=["election", "-last_hour", "-id"], name="episode_election_recent"),
+            models.Index(fields=["election", "kind", "open"], name="episode_election_kind_open"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.constituency_id} from {self.first_hour.isoformat()}"
+
+
+class EpisodeEventKind(models.TextChoices):
+    OPENED = "opened"
+    CLOSED = "closed"
+    WITHDRAWN = "withdrawn"
+
+
+class EpisodeEvent(models.Model):
+    """The outbox of episode changes that alerts deliver (docs/METRICS.md#episode-events).
+
+    Written in the same database transaction as the episode change it records, so an
+    event is never lost to a crash between the two nor recorded for a change that rolled
+    back. ``payload`` holds the episode's fields at the event: a withdrawn episode's row is
+    gone, its event is not. See docs/METRICS.md#episode-events for how merges and splits map to events.
+    """
+
+    election = models.ForeignKey(Election, on_delete=models.CASCADE, related_name="+", db_index=False)
+    constituency = models.ForeignKey(Constituency, on_delete=models.CASCADE, related_name="+", db_index=False)
+    kind = models.CharField(max_length=32, choices=AnomalyKind.choices)
+    first_hour = models.DateTimeField()
+    event = models.CharField(max_length=16, choices=EpisodeEventKind.choices)
+    payload = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(fields=["election", "id"], name="episode_event_election_id"),
+            models.Index(fields=["constituency", "kind", "first_hour"], name="episode_event_identity"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} {self.kind} {self.constituency_id} from {self.first_hour.isoformat()}"
 
 
 class DirtyBucket(models.Model):

@@ -22,7 +22,7 @@ from django.utils import timezone
 from elections.models import CONSTITUENCY_FIGURES, Constituency, Election, ElectionStatus
 from elections.timebuckets import hour_bucket_ceil, hour_of_day, period_end, period_start, zone
 from metrics.cache import CachedRead, metrics_cache
-from metrics.models import Anomaly, HourlyStats
+from metrics.models import Anomaly, Episode, HourlyStats
 
 TOP_ANOMALOUS_CONSTITUENCIES = 10
 RECENT_ANOMALIES = 20
@@ -32,6 +32,18 @@ COUNTS = ("bulletins_issued", "votes_cast", "transaction_count")
 CONSTITUENCY_ORDER_FIELDS = ("id", "code", "registered_voters", *CONSTITUENCY_FIGURES)
 CONSTITUENCY_ORDERINGS = tuple(o for name in CONSTITUENCY_ORDER_FIELDS for o in (name, f"-{name}"))
 _CONSTITUENCY_COLUMNS = ("id", "election_id", "code", "name", "registered_voters", *CONSTITUENCY_FIGURES)
+_EPISODE_COLUMNS = (
+    "id",
+    "election_id",
+    "constituency_id",
+    "kind",
+    "first_hour",
+    "last_hour",
+    "hours",
+    "peak",
+    "open",
+    "weight",
+)
 _ANOMALY_COLUMNS = ("id", "election_id", "constituency_id", "hour", "kind", "weight", "details", "detected_at")
 
 
@@ -128,18 +140,8 @@ def hourly_stats_list(
 def anomaly_list(
     *, election_id: int | None = None, constituency_id: int | None = None, kind: str | None = None
 ) -> QuerySet[Anomaly]:
-    """Anomalies, latest hour first. A filter naming an election or constituency that does
-    not exist is a bad request (a typo should not look like "no anomalies")."""
-    if constituency_id is not None:
-        owner = Constituency.objects.filter(pk=constituency_id).values_list("election_id", flat=True).first()
-        if owner is None:
-            raise ValidationError({"constituency": [f"No constituency with id {constituency_id}."]})
-        if election_id is not None and owner != election_id:
-            raise ValidationError(
-                {"constituency": [f"Constituency {constituency_id} belongs to another election than {election_id}."]}
-            )
-    elif election_id is not None and not Election.objects.filter(pk=election_id).exists():
-        raise ValidationError({"election": [f"No election with id {election_id}."]})
+    """Anomalies, latest hour first."""
+    _filters_owner(election_id=election_id, constituency_id=constituency_id)
     rows = Anomaly.objects.all()
     if election_id is not None:
         rows = rows.filter(election_id=election_id)
@@ -148,6 +150,59 @@ def anomaly_list(
     if kind is not None:
         rows = rows.filter(kind=kind)
     return rows.order_by("-hour", "constituency_id", "kind", "id")
+
+
+def _filters_owner(*, election_id: int | None, constituency_id: int | None) -> int | None:
+    """The election that list filters narrow to, if any. A filter naming an election or
+    constituency that does not exist is a bad request (a typo should not look like "none")."""
+    if constituency_id is not None:
+        owner = Constituency.objects.filter(pk=constituency_id).values_list("election_id", flat=True).first()
+        if owner is None:
+            raise ValidationError({"constituency": [f"No constituency with id {constituency_id}."]})
+        if election_id is not None and owner != election_id:
+            raise ValidationError(
+                {"constituency": [f"Constituency {constituency_id} belongs to another election than {election_id}."]}
+            )
+        return owner
+    if election_id is not None and not Election.objects.filter(pk=election_id).exists():
+        raise ValidationError({"election": [f"No election with id {election_id}."]})
+    return election_id
+
+
+# --- episodes (cached) -------------------------------------------------------------------------
+
+
+def episode_list(
+    *, election_id: int | None = None, constituency_id: int | None = None, kind: str | None = None, open=None
+) -> list[dict]:
+    """Episodes, newest first: by last hour, then by id, descending."""
+    rows = Episode.objects.all()
+    if election_id is not None:
+        rows = rows.filter(election_id=election_id)
+    if constituency_id is not None:
+        rows = rows.filter(constituency_id=constituency_id)
+    if kind is not None:
+        rows = rows.filter(kind=kind)
+    if open is not None:
+        rows = rows.filter(open=open)
+    return list(rows.order_by("-last_hour", "-id").values(*_EPISODE_COLUMNS))
+
+
+def episode_list_get(
+    *, election_id: int | None = None, constituency_id: int | None = None, kind: str | None = None, open=None
+) -> CachedRead:
+    """``episode_list`` cached under its election's version, or under the version every
+    recompute bumps when no filter names an election."""
+    owner = _filters_owner(election_id=election_id, constituency_id=constituency_id)
+    filters = {"constituency_id": constituency_id, "kind": kind, "open": open}
+    if owner is None:
+        return metrics_cache.global_read("episodes", lambda: episode_list(**filters), _dashboard_ttl, **filters)
+    return _election_read_with_status(
+        owner,
+        "episodes",
+        lambda: (episode_list(election_id=owner, **filters), election_get(election_id=owner).status),
+        **filters,
+    )
 
 
 # --- constituency metrics ---------------------------------------------------------------------

@@ -69,7 +69,7 @@ def operation_strategy(operation, seeded):
     if "{constituency_id}" in path:
         for member in seeded.constituencies[:2]:
             strategies.append(operation.as_strategy(path_parameters={"constituency_id": member.id}))
-    if path == "/api/anomalies/":
+    if path in ("/api/anomalies/", "/api/anomalies/episodes/"):
         strategies.append(operation.as_strategy(query={"election": seeded.election.id}))
     return st.one_of(strategies)
 
@@ -78,7 +78,7 @@ def test_read_api_conforms_to_its_schema_under_fuzzing(wsgi_app, seeded, auth_he
     schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", wsgi_app)
     schema = schema.include(method="GET", path_regex=READ_PATHS)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 9, [op.label for op in operations]
+    assert len(operations) == 10, [op.label for op in operations]
 
     statuses: dict[str, set[int]] = {}
     for operation in operations:
@@ -130,7 +130,7 @@ def test_read_api_never_answers_5xx_to_invalid_requests(wsgi_app, seeded, auth_h
 
 # --- every endpoint, reads and writes, with an ingest token and anonymously -------------------
 
-ALL_OPERATIONS = 21  # with POST elections/{id}/certify/ and uncertify/
+ALL_OPERATIONS = 22  # with POST elections/{id}/certify/ and uncertify/, and GET anomalies/episodes/
 
 
 @pytest.fixture

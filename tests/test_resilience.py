@@ -3,9 +3,6 @@ that accepts connections and never answers stands in for Redis (cache) and for t
 With the breakers, such a service costs one timeout per process per interval, not one per
 request, and nothing is lost: marks stay in the database, reads come from it."""
 
-import selectors
-import socket
-import threading
 import time
 from datetime import timedelta
 
@@ -16,96 +13,26 @@ from django.test import TestCase
 from election_monitor.resilience import CircuitBreaker, CircuitOpen, breaker
 from elections.models import Transaction
 from metrics.models import DirtyBucket
+from metrics.tests.fixtures import BrokerOutage, HangingListener, redis_cache_settings
 
 SOCKET_TIMEOUT = 0.3
 
 
-class HangingListener:
-    """Accepts every connection, reads whatever is sent, never answers."""
-
-    def __init__(self):
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.server.setblocking(False)
-        self.port = self.server.getsockname()[1]
-        self.accepted = 0
-        self.received = 0
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self.server, selectors.EVENT_READ)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self):
-        while not self._stop.is_set():
-            for key, _ in self._selector.select(timeout=0.05):
-                if key.fileobj is self.server:
-                    client, _ = self.server.accept()
-                    client.setblocking(False)
-                    self.accepted += 1
-                    self._selector.register(client, selectors.EVENT_READ)
-                else:
-                    try:
-                        data = key.fileobj.recv(65536)
-                    except OSError:
-                        data = b""
-                    if data:
-                        self.received += len(data)
-                    else:
-                        self._selector.unregister(key.fileobj)
-                        key.fileobj.close()
-
-    def url(self, db: int = 0) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
-
-    def close(self):
-        self._stop.set()
-        self._thread.join()
-        for key in list(self._selector.get_map().values()):
-            key.fileobj.close()
-        self._selector.close()
-
-
-@pytest.fixture
-def hanging():
-    listener = HangingListener()
-    yield listener
-    listener.close()
-
-
 def use_hanging_cache(settings, hanging: HangingListener) -> None:
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": hanging.url(),
-            "OPTIONS": {
-                "CLIENT_CLASS": "django_redis.client.DefaultClient",
-                "SOCKET_CONNECT_TIMEOUT": SOCKET_TIMEOUT,
-                "SOCKET_TIMEOUT": SOCKET_TIMEOUT,
-            },
-        }
-    }
+    settings.CACHES = redis_cache_settings(hanging.url(), timeout=SOCKET_TIMEOUT)
 
 
 @pytest.fixture
 def hanging_broker(hanging):
-    """This process publishes to the hanging listener (what BrokerOutage in
-    metrics/tests/conftest.py does with a closed port)."""
+    """This process publishes to the hanging listener, without eager tasks."""
     from election_monitor.celery import app
 
-    original = app.conf.get("broker_write_url"), app.conf.task_always_eager, app.conf.broker_transport_options
-    app.conf["broker_write_url"] = hanging.url()
+    outage, eager = BrokerOutage(), app.conf.task_always_eager
     app.conf.task_always_eager = False
-    app.conf.broker_transport_options = {
-        **original[2],
-        "socket_timeout": SOCKET_TIMEOUT,
-        "socket_connect_timeout": SOCKET_TIMEOUT,
-    }
-    app._pool = None
-    app.amqp._producer_pool = None
+    outage.hang(hanging, timeout=SOCKET_TIMEOUT)
     yield hanging
-    app.conf["broker_write_url"], app.conf.task_always_eager, app.conf.broker_transport_options = original
-    app._pool = None
-    app.amqp._producer_pool = None
+    outage.end()
+    app.conf.task_always_eager = eager
 
 
 def post_and_commit(client, body):

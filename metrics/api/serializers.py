@@ -108,6 +108,17 @@ class AnomalyFilterSerializer(serializers.Serializer):
     kind = _choice(AnomalyKind.choices, "anomaly kind", required=False)
 
 
+class EpisodeFilterSerializer(AnomalyFilterSerializer):
+    # Subtle: from a query string an absent BooleanField reads as False; default=None keeps
+    # "not given" apart from open=false.
+    open = serializers.BooleanField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="true: only episodes still running (their last hour is the constituency's latest); false: only ended.",
+    )
+
+
 # --- responses ------------------------------------------------------------------------------------
 
 
@@ -145,6 +156,26 @@ class AnomalySerializer(serializers.Serializer):
     detected_at = serializers.DateTimeField()
 
 
+class EpisodeSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    election_id = serializers.IntegerField()
+    constituency_id = serializers.IntegerField()
+    kind = serializers.ChoiceField(choices=AnomalyKind.choices)
+    first_hour = serializers.DateTimeField(
+        help_text="Its first flagged hour (bucket start); with kind and constituency, its identity."
+    )
+    last_hour = serializers.DateTimeField(help_text="Its last flagged hour (bucket start).")
+    hours = serializers.IntegerField(
+        help_text="Flagged hours in it, consecutive among the constituency's hours with data."
+    )
+    peak = serializers.FloatField(
+        allow_null=True,
+        help_text="The largest magnitude of its hours (per kind, see the anomaly rules); null when undefined.",
+    )
+    open = serializers.BooleanField(help_text="Its last hour is the constituency's latest hour with data.")
+    weight = serializers.FloatField(help_text="The kind's weight: what the episode adds to S of the anomaly score.")
+
+
 class HourlyActivitySerializer(serializers.Serializer):
     hour_of_day = serializers.IntegerField(
         min_value=0, max_value=23, help_text="Local hour in the election's timezone."
@@ -165,7 +196,7 @@ class ConstituencyMetricsSerializer(serializers.Serializer):
     total_transactions = serializers.IntegerField()
     total_anomalies = serializers.IntegerField()
     participation_rate = serializers.FloatField(help_text="100 × total votes ÷ registered voters.")
-    anomaly_score = serializers.FloatField(help_text="100 × (1 − e^(−S/10)), S = sum of anomaly weights.")
+    anomaly_score = serializers.FloatField(help_text="100 × (1 − e^(−S/10)), S = sum of the weights of its episodes.")
     computed_at = serializers.DateTimeField()
 
 

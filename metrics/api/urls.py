@@ -41,4 +41,5 @@ urlpatterns = [
     path("metrics/dashboard/detailed/", views.DashboardDetailedView.as_view(), name="dashboard-detailed"),
     path("metrics/recompute/", views.RecomputeView.as_view(), name="metrics-recompute"),
     path("anomalies/", views.AnomalyListView.as_view(), name="anomaly-list"),
+    path("anomalies/episodes/", views.EpisodeListView.as_view(), name="episode-list"),
 ]

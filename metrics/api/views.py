@@ -39,6 +39,8 @@ from metrics.api.serializers import (
     DashboardSummarySerializer,
     ElectionMetricsSerializer,
     ElectionPathSerializer,
+    EpisodeFilterSerializer,
+    EpisodeSerializer,
     ErrorSerializer,
     HourlyStatsSerializer,
     RecomputeAcceptedSerializer,
@@ -301,6 +303,25 @@ class AnomalyListView(ReadView):
             "constituency_id": params.get("constituency"),
             "kind": params.get("kind"),
         }
+
+
+class EpisodeListView(ReadView):
+    """Anomaly episodes (runs of flagged hours), newest first, filterable by election,
+    constituency, kind and whether still open. Cached; supports If-None-Match."""
+
+    @extend_schema(
+        parameters=[EpisodeFilterSerializer],
+        responses={200: EpisodeSerializer(many=True), 304: NOT_MODIFIED, **ERRORS},
+    )
+    def get(self, request):
+        params = self.params(EpisodeFilterSerializer)
+        cached = selectors.episode_list_get(
+            election_id=params.get("election"),
+            constituency_id=params.get("constituency"),
+            kind=params.get("kind"),
+            open=params.get("open"),
+        )
+        return self.conditional(cached, lambda: self.paginated(cached.value, EpisodeSerializer))
 
 
 # --- writes ------------------------------------------------------------------------------------------

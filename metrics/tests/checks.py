@@ -5,7 +5,7 @@ from datetime import datetime
 
 from elections.models import Transaction
 from elections.services import TransactionRow, transactions_delete, transactions_ingest
-from metrics.models import Anomaly, DirtyBucket, HourlyStats
+from metrics.models import Anomaly, DirtyBucket, Episode, EpisodeEvent, HourlyStats
 from metrics.pipeline import dirty_buckets_flush
 from metrics.tests import reference
 
@@ -18,6 +18,7 @@ HOURLY = (
     "participation_rate",
     "anomaly_count",
 )
+EPISODE = ("last_hour", "hours", "peak", "open", "weight")
 CONSTITUENCY = (
     "total_bulletins_issued",
     "total_votes_cast",
@@ -63,11 +64,17 @@ def db_snapshot(election_id: int) -> dict:
             "constituency_id", "hour", "kind", "weight", "details"
         )
     }
+    episodes = {
+        (r["constituency_id"], r["first_hour"], r["kind"]): {name: r[name] for name in EPISODE}
+        for r in Episode.objects.filter(election_id=election_id).values(
+            "constituency_id", "first_hour", "kind", *EPISODE
+        )
+    }
     constituencies = {
         r["id"]: {name: r[name] for name in CONSTITUENCY}
         for r in Constituency.objects.filter(election_id=election_id).values("id", *CONSTITUENCY)
     }
-    return {"hourly": hourly, "anomalies": found, "constituencies": constituencies}
+    return {"hourly": hourly, "anomalies": found, "episodes": episodes, "constituencies": constituencies}
 
 
 def reference_snapshot(ref: reference.RefElection, now: datetime) -> dict:
@@ -75,18 +82,29 @@ def reference_snapshot(ref: reference.RefElection, now: datetime) -> dict:
     hourly = {key: {name: row[name] for name in HOURLY} for key, row in result["hourly"].items()}
     found = {key: (float(w), result["anomaly_details"][key]) for key, w in result["anomalies"].items()}
     constituencies = {cid: {name: row[name] for name in CONSTITUENCY} for cid, row in result["constituencies"].items()}
-    return {"hourly": hourly, "anomalies": found, "constituencies": constituencies}
+    return {"hourly": hourly, "anomalies": found, "episodes": result["episodes"], "constituencies": constituencies}
 
 
 def assert_matches_reference(election_id: int, ref: reference.RefElection, now: datetime) -> dict:
-    """Every HourlyStats row, Anomaly and constituency figure equals the reference exactly."""
+    """Every HourlyStats row, Anomaly, Episode and constituency figure equals the reference exactly."""
     got, want = db_snapshot(election_id), reference_snapshot(ref, now)
     assert got["hourly"].keys() == want["hourly"].keys()
     for key in want["hourly"]:
         assert got["hourly"][key] == want["hourly"][key], key
     assert got["anomalies"] == want["anomalies"], _diff(got["anomalies"], want["anomalies"])
+    assert got["episodes"] == want["episodes"], _diff(got["episodes"], want["episodes"])
     assert got["constituencies"] == want["constituencies"], _diff(got["constituencies"], want["constituencies"])
     return got
+
+
+def assert_events_between(election_id: int, before: dict, after: dict, *, seen: int) -> tuple[int, list[str]]:
+    """The events recorded after event id ``seen`` are exactly the ones docs/METRICS.md#episode-events asks
+    for between two reference sets of episodes (one recompute apart). Returns the newest
+    event id and the events' names."""
+    new = list(EpisodeEvent.objects.filter(election_id=election_id, id__gt=seen).order_by("id"))
+    got = sorted(((e.constituency_id, e.first_hour, e.kind), e.event) for e in new)
+    assert got == sorted(reference.episode_events(before, after))
+    return max([seen, *(e.id for e in new)]), [e.event for e in new]
 
 
 def _diff(got: dict, want: dict) -> str:

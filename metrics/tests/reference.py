@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 UTC = UTC
 DEFAULT_WEIGHTS = {"turnout_over_100": 5, "votes_exceed_bulletins": 3, "velocity_spike": 2, "outside_voting_window": 1}
+KINDS = ("turnout_over_100", "votes_exceed_bulletins", "velocity_spike", "outside_voting_window")
 
 
 @dataclass
@@ -116,10 +117,11 @@ def compute(election: RefElection, now: datetime, cfg: RefSettings | None = None
         row["anomaly_count"] = sum(1 for (c, h, _) in anomalies if (c, h) == (cid, hour))
         del row["outside"]
 
+    found_episodes = episodes(hourly, anomalies, details)
     constituencies = {}
     for cid, voters in election.registered.items():
         rows = {h: r for (c, h), r in hourly.items() if c == cid}
-        weight_sum = sum(w for (c, _, _), w in anomalies.items() if c == cid)
+        weight_sum = sum(e["weight"] for (c, _, _), e in found_episodes.items() if c == cid)
         activity = [
             {"hour_of_day": i, "bulletins_issued": 0, "votes_cast": 0, "transaction_count": 0} for i in range(24)
         ]
@@ -161,9 +163,69 @@ def compute(election: RefElection, now: datetime, cfg: RefSettings | None = None
         "hourly": hourly,
         "anomalies": anomalies,
         "anomaly_details": details,
+        "episodes": found_episodes,
         "constituencies": constituencies,
         "election": summary,
     }
+
+
+def magnitude(kind: str, d: dict) -> float | None:
+    """How far a flagged hour is past its rule, per kind (docs/METRICS.md#anomaly-rules)."""
+    if kind == "turnout_over_100":
+        return 100.0 * d["cumulative_votes"] / d["registered_voters"]
+    if kind == "votes_exceed_bulletins":
+        return float(d["cumulative_votes"] - d["cumulative_bulletins"])
+    if kind == "velocity_spike":
+        return None if d["mad"] == 0 else (d["share"] - d["median"]) / (1.4826 * d["mad"])
+    return float(d["transactions_outside"])
+
+
+def episodes(hourly: dict, anomalies: dict, details: dict) -> dict[tuple[int, datetime, str], dict]:
+    """Maximal runs of a constituency's flagged hours of one kind, consecutive among its hours
+    with data, keyed by identity (constituency, first_hour, kind)."""
+    found = {}
+    for cid in sorted({c for c, _ in hourly}):
+        hours = sorted(h for c, h in hourly if c == cid)
+        for kind in KINDS:
+            runs: list[list[datetime]] = []
+            previous_flagged = False
+            for h in hours:
+                flagged = (cid, h, kind) in anomalies
+                if flagged and not previous_flagged:
+                    runs.append([])
+                if flagged:
+                    runs[-1].append(h)
+                previous_flagged = flagged
+            for run in runs:
+                sizes = [magnitude(kind, details[(cid, h, kind)]) for h in run]
+                defined = [m for m in sizes if m is not None]
+                found[(cid, run[0], kind)] = {
+                    "last_hour": run[-1],
+                    "hours": len(run),
+                    "peak": max(defined) if defined else None,
+                    "open": run[-1] == hours[-1],
+                    "weight": float(anomalies[(cid, run[0], kind)]),
+                }
+    return found
+
+
+def episode_events(before: dict, after: dict) -> list[tuple[tuple, str]]:
+    """The events docs/METRICS.md#episode-events asks for between two sets of episodes (as ``episodes``
+    returns them): a new identity opened (and closed at once if it is not open), an open
+    one that is not any more closed, a closed one that is open again opened, a vanished one
+    withdrawn. Sorted by identity, then in the order they happen."""
+    found = []
+    for key in sorted(before.keys() | after.keys()):
+        old, new = before.get(key), after.get(key)
+        if new is None:
+            found.append((key, "withdrawn"))
+        elif old is None:
+            found.append((key, "opened"))
+            if not new["open"]:
+                found.append((key, "closed"))
+        elif old["open"] != new["open"]:
+            found.append((key, "opened" if new["open"] else "closed"))
+    return found
 
 
 def _period_start(hour: datetime, tz: str, period: str) -> datetime:

@@ -10,13 +10,13 @@ from django.urls import reverse
 
 from elections.admin_utils import ConstituencyListFilter
 from elections.tests.factories import VOTING_STARTS, ConstituencyFactory, ElectionFactory, TransactionFactory
-from metrics.models import Anomaly, AnomalyKind, DirtyBucket, HourlyStats
+from metrics.models import Anomaly, AnomalyKind, DirtyBucket, Episode, EpisodeEvent, HourlyStats
 from metrics.tests.factories import AnomalyFactory, HourlyStatsFactory
 
 pytestmark = pytest.mark.django_db
 
 H = timedelta(hours=1)
-MODELS = ["hourlystats", "anomaly", "dirtybucket"]
+MODELS = ["hourlystats", "anomaly", "episode", "episodeevent", "dirtybucket"]
 
 
 def url(model: str, action: str = "changelist", *args) -> str:
@@ -33,6 +33,16 @@ def fill(constituencies, hours: int) -> None:
             HourlyStatsFactory(constituency=c, hour=VOTING_STARTS + n * H)
             AnomalyFactory(constituency=c, hour=VOTING_STARTS + n * H)
             DirtyBucket.objects.create(election=c.election, constituency=c, hour=VOTING_STARTS + n * H)
+            _episode_with_event(c, VOTING_STARTS + n * H)
+
+
+def _episode_with_event(constituency, hour) -> Episode:
+    fields = {"constituency": constituency, "kind": AnomalyKind.OUTSIDE_VOTING_WINDOW, "first_hour": hour}
+    episode = Episode.objects.create(
+        election=constituency.election, last_hour=hour, hours=1, peak=1.0, open=False, weight=1.0, **fields
+    )
+    EpisodeEvent.objects.create(election=constituency.election, event="opened", payload={"id": episode.id}, **fields)
+    return episode
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -50,7 +60,7 @@ def test_changelist_query_count_does_not_grow_with_rows(
     assert len(response.context["cl"].result_list) == 76
 
 
-@pytest.mark.parametrize("model", ["hourlystats", "anomaly"])
+@pytest.mark.parametrize("model", ["hourlystats", "anomaly", "episode", "episodeevent"])
 def test_changelist_of_an_election_has_a_fixed_query_count(
     admin_client, constituencies, model, django_assert_max_num_queries
 ):
@@ -69,7 +79,14 @@ def test_changelist_of_an_election_has_a_fixed_query_count(
 @pytest.mark.parametrize("model", MODELS)
 def test_derived_rows_cannot_be_added_changed_or_deleted(admin_client, constituencies, model):
     fill(constituencies[:1], 1)
-    row = {"hourlystats": HourlyStats, "anomaly": Anomaly, "dirtybucket": DirtyBucket}[model].objects.get()
+    models = {
+        "hourlystats": HourlyStats,
+        "anomaly": Anomaly,
+        "episode": Episode,
+        "episodeevent": EpisodeEvent,
+        "dirtybucket": DirtyBucket,
+    }
+    row = models[model].objects.get()
 
     view = admin_client.get(url(model, "change", row.pk))
     add = admin_client.get(url(model, "add"))
@@ -157,3 +174,30 @@ def test_list_shows_rows_written_by_the_metrics_engine(
     assert [r.transaction_count for r in stats.context["cl"].result_list] == [1]
     assert [r.kind for r in found.context["cl"].result_list] == ["outside_voting_window"]
     assert constituencies[0].code in found.content.decode()
+
+
+def test_episodes_filter_by_open_and_kind_latest_first(admin_client, constituencies):
+    fill(constituencies[:1], 3)
+    Episode.objects.filter(first_hour=VOTING_STARTS + 2 * H).update(open=True)
+
+    running = admin_client.get(url("episode"), {"open__exact": "1"})
+    by_kind = admin_client.get(url("episode"), {"kind__exact": "outside_voting_window"})
+    none_of_kind = admin_client.get(url("episode"), {"kind__exact": "velocity_spike"})
+
+    assert [e.first_hour for e in running.context["cl"].result_list] == [VOTING_STARTS + 2 * H]
+    assert [e.last_hour for e in by_kind.context["cl"].result_list] == [VOTING_STARTS + n * H for n in (2, 1, 0)]
+    assert shown_ids(none_of_kind) == []
+
+
+def test_episode_events_written_by_the_metrics_engine_are_listed(
+    admin_client, constituencies, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        TransactionFactory(
+            constituency=constituencies[0], kind="bulletin_issued", timestamp=VOTING_STARTS - timedelta(minutes=30)
+        )
+
+    events = admin_client.get(url("episodeevent"), {"event__exact": "opened"})
+
+    assert [(e.event, e.kind) for e in events.context["cl"].result_list] == [("opened", "outside_voting_window")]
+    assert constituencies[0].code in events.content.decode()

@@ -96,6 +96,13 @@ CASES = [
     ("anomaly-list", {}, {"constituency": "999999"}, 400, "constituency", "No constituency with id 999999"),
     ("anomaly-list", {}, {"constituency": "-3"}, 400, "constituency", "positive integers"),
     ("anomaly-list", {}, {"election": "E", "constituency": "C2"}, 400, "constituency", "belongs to another election"),
+    ("episode-list", {}, {"kind": "fraud"}, 400, "kind", "'fraud' is not a valid anomaly kind"),
+    ("episode-list", {}, {"election": "abc"}, 400, "election", "'abc' is not a valid election id"),
+    ("episode-list", {}, {"election": "999999"}, 400, "election", "No election with id 999999"),
+    ("episode-list", {}, {"constituency": "999999"}, 400, "constituency", "No constituency with id 999999"),
+    ("episode-list", {}, {"election": "E", "constituency": "C2"}, 400, "constituency", "belongs to another election"),
+    ("episode-list", {}, {"open": "maybe"}, 400, "open", "Must be a valid boolean"),
+    ("episode-list", {}, {"page": "0"}, 404, "detail", "Invalid page"),
 ]
 
 

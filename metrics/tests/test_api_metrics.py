@@ -294,6 +294,8 @@ READS = [
     ("dashboard-summary", {}, {}),
     ("dashboard-detailed", {}, {}),
     ("anomaly-list", {}, {"election": "E"}),
+    ("episode-list", {}, {"election": "E"}),
+    ("episode-list", {}, {"constituency": "C", "open": "true"}),
 ]
 QUERY_BUDGET = 6  # one of them the election's figures version, read at most once a second
 
@@ -411,7 +413,7 @@ def test_every_read_route_renders_in_the_browsable_api(api_client):
 
 def test_api_root_maps_every_route(api_client):
     body = get_ok(api_client, "api-root")
-    for name in ("anomaly-list", "dashboard-summary", "dashboard-detailed", "schema", "docs"):
+    for name in ("anomaly-list", "episode-list", "dashboard-summary", "dashboard-detailed", "schema", "docs"):
         assert body[name].startswith("http://testserver/api/"), name
     assert body["election-metrics"] == "http://testserver/api/metrics/election/{election_id}/"
     assert body["constituency-time-period"] == (
@@ -432,8 +434,15 @@ def test_schema_documents_every_read_endpoint_with_its_response(api_client):
         "/api/metrics/dashboard/summary/",
         "/api/metrics/dashboard/detailed/",
         "/api/anomalies/",
+        "/api/anomalies/episodes/",
     ):
         assert "200" in paths[path]["get"]["responses"], path
+    episode = schema["components"]["schemas"]["Episode"]
+    assert set(episode["properties"]) == {
+        "id", "election_id", "constituency_id", "kind", "first_hour", "last_hour", "hours", "peak", "open", "weight",
+    }  # fmt: skip
+    parameters = {p["name"] for p in paths["/api/anomalies/episodes/"]["get"]["parameters"]}
+    assert {"election", "constituency", "kind", "open", "page", "page_size"} <= parameters
     election = schema["components"]["schemas"]["ElectionMetrics"]
     assert set(election["properties"]) == {
         "election_id", "code", "name", "status", "registered_voters", "total_bulletins_issued",

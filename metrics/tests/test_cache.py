@@ -289,6 +289,7 @@ READ_ROUTES = [
     ("dashboard-summary", None, {}),
     ("dashboard-detailed", None, {}),
     ("anomaly-list", None, {}),
+    ("episode-list", None, {}),
 ]
 
 

@@ -6,8 +6,10 @@ transactions through elections.services in two batches (the second one late, int
 hours, with repeated tx_hashes), recomputes incrementally from the dirty marks, changes a
 constituency's registered voters, deletes some transactions, recomputes the whole election
 (twice: idempotent), and rebuilds a wiped region with a partial scope (one constituency, an
-hour range, some hours). After every step HourlyStats, Anomaly and the constituency figures
-must equal metrics/tests/reference.py with no tolerance: the product and the reference use
+hour range, some hours). After every step HourlyStats, Anomaly, the episodes and the
+constituency figures must equal metrics/tests/reference.py with no tolerance, and the
+episode events the step recorded must be exactly those between the reference's episodes
+before and after it (late data merges, splits and moves episodes, deletions withdraw them): the product and the reference use
 the same float formulas (100.0 * votes / voters, count / minutes, statistics.median), so
 equality is exact and no tolerance is needed.
 
@@ -246,17 +248,28 @@ def _check_scenario(s: dict) -> None:
         registered=dict(zip(cids, s["registered"], strict=False)),
     )
 
+    episodes, seen, events = {}, 0, []
+
+    def step_checked() -> None:
+        nonlocal episodes, seen
+        checks.assert_matches_reference(election.id, ref, now)
+        after = reference.compute(ref, now)["episodes"]
+        seen, names = checks.assert_events_between(election.id, episodes, after, seen=seen)
+        episodes = after
+        events.extend(names)
+
     # 1. The first batch, recomputed from its dirty marks.
     checks.ingest(election.id, first)
     ref.transactions.extend(first)
     checks.flush(election.id, now)
-    checks.assert_matches_reference(election.id, ref, now)
+    step_checked()
+    events.clear()  # what follows is corrections
 
     # 2. Late arrivals for old hours, and repeats: an incremental recompute of their marks.
     checks.ingest(election.id, late)
     ref.transactions.extend(late)
     checks.flush(election.id, now)
-    checks.assert_matches_reference(election.id, ref, now)
+    step_checked()
 
     # 3. Registered voters change: every rate, turnout flag and spike share of that place.
     if s["voter_change"]:
@@ -265,7 +278,7 @@ def _check_scenario(s: dict) -> None:
         constituency_save(constituency=constituencies[index])
         ref.registered[cids[index]] = voters
         checks.flush(election.id, now)
-        checks.assert_matches_reference(election.id, ref, now)
+        step_checked()
 
     # 4. Deletions: their buckets shrink or vanish, and with them their anomalies.
     stored = reference.stored(ref)
@@ -274,10 +287,10 @@ def _check_scenario(s: dict) -> None:
         checks.delete(gone)
         ref.transactions = [tx for tx in ref.transactions if tx[0] not in gone]
         checks.flush(election.id, now)
-        checks.assert_matches_reference(election.id, ref, now)
+        step_checked()
     incremental = checks.db_snapshot(election.id)
 
-    _label(s, incremental)
+    _label(s, incremental, events)
 
     # 5. A full recompute agrees with the incremental one, and running it again changes nothing.
     metrics_recompute(election_id=election.id, scope=Scope.election(), now=now)
@@ -292,6 +305,8 @@ def _check_scenario(s: dict) -> None:
         Anomaly.objects.filter(q).delete()
         metrics_recompute(election_id=election.id, scope=scope, now=now)
         assert checks.assert_matches_reference(election.id, ref, now) == incremental
+    # Steps 5 and 6 changed no episode: they recorded nothing.
+    assert checks.assert_events_between(election.id, episodes, episodes, seen=seen)[1] == []
 
 
 def _region(s: dict, cids: list[int], hours: list[datetime]) -> tuple[Q, Scope]:
@@ -310,11 +325,19 @@ def _region(s: dict, cids: list[int], hours: list[datetime]) -> tuple[Q, Scope]:
     return Q(hour__in=sorted(picked)), Scope.hours(picked)
 
 
-def _label(s: dict, snapshot: dict) -> None:
+def _label(s: dict, snapshot: dict, corrections: list[str]) -> None:
     """What the example exercised (pytest --hypothesis-show-statistics)."""
     tz = ZoneInfo(s["zone"])
     for kind in sorted({kind for _, _, kind in snapshot["anomalies"]}):
         event(f"anomaly {kind}")
+    for name in sorted(set(corrections)):
+        event(f"episode {name} by a correction")
+    hours = sorted({h for _, h in snapshot["hourly"]})
+    for (_, first_hour, _), episode in snapshot["episodes"].items():
+        if episode["hours"] > 1 and episode["last_hour"] - first_hour >= episode["hours"] * HOUR:
+            event("an episode across hours without data")
+        if episode["hours"] > 1 and any(first_hour < h < episode["last_hour"] and h.minute == 30 for h in hours):
+            event("an episode in a half-hour zone")
     labels = [(h.astimezone(tz).replace(tzinfo=None), h) for _, h in snapshot["hourly"]]
     if len({h for _, h in labels}) > len({label for label, _ in labels}):
         event("two buckets with one local label (fall-back night)")

@@ -8,7 +8,7 @@ from django.utils import timezone as dj_timezone
 
 from elections.models import Constituency, Election, Transaction
 from metrics import demo
-from metrics.models import Anomaly, DirtyBucket, HourlyStats
+from metrics.models import Anomaly, DirtyBucket, Episode, HourlyStats
 from metrics.tests import reference
 
 pytestmark = pytest.mark.django_db
@@ -127,3 +127,20 @@ def test_a_demo_too_small_to_hold_its_anomalies_is_refused():
     with pytest.raises(CommandError, match="At least 2000 transactions"):
         _seed("--transactions", "10")
     assert not Election.objects.exists()
+
+
+@pytest.mark.parametrize(("constituencies", "transactions", "seed"), [(40, 30000, 2024), (40, 30000, 7)])
+def test_each_injected_anomaly_forms_exactly_one_episode(constituencies, transactions, seed):
+    """An observer reads one episode per injected problem, and the ranking puts the worst
+    first: turnout over 100 % (weight 5) above votes exceeding bulletins (3)."""
+    report = demo.demo_election_seed(constituencies=constituencies, transactions=transactions, seed=seed)
+    election = Election.objects.get(code=demo.DEFAULT_CODE)
+    episodes = Episode.objects.filter(election=election).values_list("kind", "constituency__code", "hours")
+    assert sorted((kind, code) for kind, code, _ in episodes) == sorted(report.injected.items())
+    ranking = list(
+        Constituency.objects.filter(election=election, anomaly_score__gt=0)
+        .order_by("-anomaly_score", "id")
+        .values_list("code", flat=True)
+    )
+    order = ["turnout_over_100", "votes_exceed_bulletins", "velocity_spike", "outside_voting_window"]
+    assert ranking == [report.injected[kind] for kind in order]

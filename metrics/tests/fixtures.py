@@ -1,5 +1,9 @@
-"""Fixtures for the metrics pipeline: a real Celery worker, its task events, row locks that
-pause it mid-task, a broker outage for the publisher, and the end-of-test stats check.
+"""Fixtures for the metrics pipeline and its faults: a real Celery worker, its task events,
+row locks that pause it mid-task, a refused or hanging broker for the publisher, a hanging
+TCP server, and the end-of-test stats check.
+
+A pytest plugin (registered in the root conftest.py), so that tests in every directory share
+one worker per session: ``tests/`` runs the fault matrix with it.
 
 Tests marked ``worker`` need PostgreSQL and a Redis broker (DATABASE_URL, CELERY_BROKER_URL).
 Without them they are skipped on a developer machine, and fail when CI is set: in CI
@@ -8,6 +12,7 @@ nothing may be skipped.
 
 import contextlib
 import os
+import selectors
 import signal
 import socket
 import subprocess
@@ -299,32 +304,110 @@ def row_lock(worker):
     lock.close()
 
 
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nobody listens on: connecting there is refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class HangingListener:
+    """Accepts every connection, reads whatever is sent, never answers: a Redis or broker
+    that hangs instead of refusing."""
+
+    def __init__(self):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.server.setblocking(False)
+        self.port = self.server.getsockname()[1]
+        self.accepted = 0
+        self.received = 0
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self.server, selectors.EVENT_READ)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self):
+        while not self._stop.is_set():
+            for key, _ in self._selector.select(timeout=0.05):
+                if key.fileobj is self.server:
+                    client, _ = self.server.accept()
+                    client.setblocking(False)
+                    self.accepted += 1
+                    self._selector.register(client, selectors.EVENT_READ)
+                else:
+                    try:
+                        data = key.fileobj.recv(65536)
+                    except OSError:
+                        data = b""
+                    if data:
+                        self.received += len(data)
+                    else:
+                        self._selector.unregister(key.fileobj)
+                        key.fileobj.close()
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def close(self):
+        self._stop.set()
+        self._thread.join()
+        for key in list(self._selector.get_map().values()):
+            key.fileobj.close()
+        self._selector.close()
+
+
+@pytest.fixture
+def hanging():
+    listener = HangingListener()
+    yield listener
+    listener.close()
+
+
+def redis_cache_settings(url: str, *, timeout: float) -> dict:
+    """A CACHES setting for the Redis at ``url``, with short socket timeouts (a fault's cost)."""
+    return {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": url,
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.DefaultClient",
+                "SOCKET_CONNECT_TIMEOUT": timeout,
+                "SOCKET_TIMEOUT": timeout,
+            },
+        }
+    }
+
+
 class BrokerOutage:
-    """Points this process's publisher at a closed port: publishing fails for real
-    (connection refused), while the worker keeps its own connection."""
+    """Points this process's publisher at a broker that fails for real: a closed port
+    (connection refused, ``start``) or a server that accepts and never answers (``hang``),
+    while the worker keeps its own connection."""
 
     def __init__(self):
         from election_monitor.celery import app
 
         self.app = app
-        self.original = app.conf.get("broker_write_url")
+        self.original = app.conf.get("broker_write_url"), app.conf.broker_transport_options
 
-    def _publish_to(self, url: str | None) -> None:
+    def _publish_to(self, url: str | None, transport_options: dict) -> None:
         # Subtle: the broker_url setting loses to the CELERY_BROKER_URL environment variable;
         # broker_write_url (the publishing side) does not.
         self.app.conf["broker_write_url"] = url
+        self.app.conf.broker_transport_options = transport_options
         # The connection and producer pools were built for the old URL.
         self.app._pool = None
         self.app.amqp._producer_pool = None
 
     def start(self) -> None:
-        with socket.socket() as probe:  # a port nobody listens on
-            probe.bind(("127.0.0.1", 0))
-            closed_port = probe.getsockname()[1]
-        self._publish_to(f"redis://127.0.0.1:{closed_port}/0")
+        self._publish_to(f"redis://127.0.0.1:{closed_port()}/0", self.original[1])
+
+    def hang(self, listener: HangingListener, *, timeout: float) -> None:
+        options = {**self.original[1], "socket_timeout": timeout, "socket_connect_timeout": timeout}
+        self._publish_to(listener.url(), options)
 
     def end(self) -> None:
-        self._publish_to(self.original)
+        self._publish_to(*self.original)
 
 
 @pytest.fixture
