@@ -35,7 +35,7 @@ from elections.models import Transaction
 from elections.services import TransactionRow, transactions_ingest
 from elections.tests.factories import ConstituencyFactory, ElectionFactory
 from metrics.cache import election_version_stored, metrics_cache
-from metrics.tests.conftest import test_database_url
+from metrics.tests.fixtures import test_database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_START_TIMEOUT = 60.0
