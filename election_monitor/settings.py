@@ -54,6 +54,8 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "elections",
     "metrics",
+    "protocols",
+    "forensics",
     "dashboard",
     "alerts",
 ]
@@ -245,6 +247,10 @@ SPECTACULAR_SETTINGS = {
         "election_monitor.csv_export.schema_add_format_parameter",
     ],
 }
+
+# Forensic figures are cached under their protocol import (forensics/cache.py): an entry can
+# never go stale, so it lives long and ages out only to free memory.
+FORENSICS_CACHE_TTL = int(os.environ.get("FORENSICS_CACHE_TTL", "86400"))
 
 # Where the dashboard sends a reader who must sign in (anonymous reads off).
 LOGIN_URL = "dashboard:login"

@@ -9,6 +9,7 @@ api = [
     path("", api_root, name="api-root"),
     path("", include("elections.api.urls")),
     path("", include("metrics.api.urls")),
+    path("", include("forensics.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

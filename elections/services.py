@@ -619,24 +619,49 @@ def constituencies_upsert(*, election_id: int, wanted: Mapping[str, tuple[str, i
     voters)}; returns (created, updated). Set-based, one database transaction."""
     with transaction.atomic():
         elections_lock_for_writes(election_ids={election_id})
-        existing = {c.code: c for c in Constituency.objects.filter(election_id=election_id, code__in=list(wanted))}
+        stored = _constituencies_by_code(election_id)
         new, changed = [], []
         for code, (name, voters) in wanted.items():
-            current = existing.get(code)
+            current = stored.get(code)
             if current is None:
-                new.append(Constituency(election_id=election_id, code=code, name=name, registered_voters=voters))
-            elif (current.name, current.registered_voters) != (name, voters):
-                current.name, current.registered_voters = name, voters
-                changed.append(current)
-        Constituency.objects.bulk_create(new, batch_size=1000)
-        Constituency.objects.bulk_update(changed, ["name", "registered_voters"], batch_size=1000)
+                new.append((election_id, code, name, voters, *_NO_FIGURES))
+            elif current[1:] != (name, voters):
+                changed.append((current[0], name, voters))
+        # Set-based on every database (COPY and unnest on PostgreSQL): an import of a
+        # national election creates a hundred thousand constituencies at once.
+        bulk_sql.rows_insert(Constituency, _NEW_CONSTITUENCY_FIELDS, new)
+        bulk_sql.rows_update(Constituency, ["name", "registered_voters"], changed)
         if new or changed:
-            created_ids = Constituency.objects.filter(
-                election_id=election_id, code__in=[c.code for c in new]
-            ).values_list("id", flat=True)
-            buckets = {(pk, EVERY_HOUR) for pk in [*created_ids, *(c.id for c in changed)]}
+            created = {code for _, code, *_ in new}
+            created_ids = [pk for code, (pk, _, _) in _constituencies_by_code(election_id).items() if code in created]
+            buckets = {(pk, EVERY_HOUR) for pk in [*created_ids, *(pk for pk, _, _ in changed)]}
             buckets_changed.send(sender=Constituency, election_id=election_id, buckets=buckets)
     return len(new), len(changed)
+
+
+# A new constituency's figures before its first recompute (the columns have no database default).
+_NEW_CONSTITUENCY_FIELDS = (
+    "election",
+    "code",
+    "name",
+    "registered_voters",
+    "total_bulletins_issued",
+    "total_votes_cast",
+    "total_transactions",
+    "total_anomalies",
+    "participation_rate",
+    "anomaly_score",
+)
+_NO_FIGURES = (0, 0, 0, 0, 0.0, 0.0)
+
+
+def _constituencies_by_code(election_id: int) -> dict[str, tuple[int, str, int]]:
+    return {
+        code: (pk, name, voters)
+        for pk, code, name, voters in Constituency.objects.filter(election_id=election_id)
+        .values_list("id", "code", "name", "registered_voters")
+        .order_by()
+    }
 
 
 def constituencies_delete(*, queryset: QuerySet, user=None) -> int:

@@ -130,7 +130,7 @@ def test_read_api_never_answers_5xx_to_invalid_requests(wsgi_app, seeded, auth_h
 
 # --- every endpoint, reads and writes, with an ingest token and anonymously -------------------
 
-ALL_OPERATIONS = 22  # with POST elections/{id}/certify/ and uncertify/, and GET anomalies/episodes/
+ALL_OPERATIONS = 27  # with certify/uncertify, GET anomalies/episodes/ and the five forensics reads
 
 
 @pytest.fixture

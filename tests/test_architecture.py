@@ -2,7 +2,8 @@
 two modules of the product import each other (directly or through others).
 
 Floors: election_monitor (1) < elections, protocols (2) < metrics, forensics (3) <
-dashboard, alerts (4). A module may import its own app or a lower floor; the project's
+dashboard, alerts (4). A module may import its own app or a lower floor (and protocols may
+import elections, see SIDEWAYS); the project's
 composition root (settings, urls, the API root, Celery app) wires every app together.
 Tests and migrations are not product code and are not checked.
 """
@@ -21,6 +22,10 @@ FLOORS = {
     "alerts": 4,
 }
 COMPOSITION_ROOT = {"election_monitor.settings", "election_monitor.urls", "election_monitor.api_root"}
+# Observed data beside elections that is about elections' constituencies: a protocol belongs to
+# a constituency and creates missing ones through the elections write path. One direction
+# only: elections importing protocols is still an upward (sideways) import and fails.
+SIDEWAYS = {("protocols", "elections")}
 
 
 def product_modules() -> dict[str, Path]:
@@ -63,7 +68,7 @@ def test_apps_import_only_their_own_floor_or_lower():
         app = name.split(".")[0]
         for imported in imports_of(path, name):
             target = imported.split(".")[0]
-            if target in FLOORS and target != app and FLOORS[target] >= FLOORS[app]:
+            if target in FLOORS and target != app and FLOORS[target] >= FLOORS[app] and (app, target) not in SIDEWAYS:
                 upward.append(f"{name} imports {imported}")
     assert upward == []
 
