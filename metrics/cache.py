@@ -27,6 +27,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import BigIntegerField, OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce
 
 from election_monitor import bulk_sql
 from election_monitor.resilience import guarded_cache
@@ -36,6 +38,9 @@ from metrics.models import MetricsVersion
 logger = logging.getLogger(__name__)
 
 MISS = object()
+# The version of an election the database does not hold (deleted, or not created yet): below
+# every stored version, so no entry cached while it existed counts once it is gone.
+NO_SUCH_ELECTION = -1
 LOCK_TTL = 30  # seconds a computation may hold its key's lock
 LOCK_WAIT = 5.0  # seconds a request waits for another's computation before doing its own
 LOCK_POLL = 0.05
@@ -128,8 +133,8 @@ class MetricsCache:
         def version(published: Any) -> int:
             stored = self._memo(("election", election_id), lambda: election_version_stored(election_id))
             if stored is None:
-                # Never recomputed (or deleted): what the cache says of it cannot be trusted.
-                return 0
+                # Deleted: no entry of it counts, whatever version it was stored under.
+                return NO_SUCH_ELECTION
             return max(stored, published) if isinstance(published, int) else stored
 
         return self._read(
@@ -276,7 +281,19 @@ _versions_seen: dict[tuple, tuple[float, Any]] = {}
 
 
 def election_version_stored(election_id: int) -> int | None:
-    return MetricsVersion.objects.filter(election_id=election_id).values_list("version", flat=True).first()
+    """The election's version, 0 until its first recompute; None if there is no such election.
+
+    Subtle: "never recomputed" and "deleted" must differ. An election deleted before its first
+    recompute (or stored before versions existed) has no version either way, and its entries
+    cached under 0 would otherwise outlive it until their TTL, a day once it is closed.
+    """
+    versions = MetricsVersion.objects.filter(election_id=OuterRef("pk")).values("version")
+    return (
+        Election.objects.filter(pk=election_id)
+        .annotate(version=Coalesce(Subquery(versions), Value(0), output_field=BigIntegerField()))
+        .values_list("version", flat=True)
+        .first()
+    )
 
 
 def election_version_raise(election_id: int) -> int:

@@ -18,7 +18,7 @@ from elections.services import (
     transactions_ingest,
 )
 from elections.tests.factories import VOTING_STARTS, TransactionFactory
-from metrics.models import Anomaly, AnomalyKind, DirtyBucket, HourlyStats
+from metrics.models import Anomaly, AnomalyKind, DirtyBucket, HourlyStats, MetricsVersion
 
 
 def marked(election) -> set:
@@ -229,6 +229,23 @@ def test_deleting_an_empty_election_drops_it_from_cached_dashboards(
         elections_delete(queryset=Election.objects.filter(pk=election.pk))
     time.sleep(0.25)
     assert api_client.get("/api/metrics/dashboard/summary/").json()["elections"] == 0
+
+
+def test_deleting_an_election_never_recomputed_drops_its_cached_figures(
+    election, constituencies, api_client, django_capture_on_commit_callbacks, settings
+):
+    """An election without a version (stored before versions existed, or deleted before its
+    first flush) must still leave readers within the bound, not at the entry's TTL (a day
+    once it is closed): "never recomputed" and "deleted" are different versions."""
+    settings.METRICS_VERSION_RECHECK_SECONDS = 0.2
+    path = f"/api/metrics/election/{election.id}/"
+    assert not MetricsVersion.objects.filter(election=election).exists()
+    assert api_client.get(path).status_code == 200
+    assert api_client.get(path).status_code == 200  # cached
+    with django_capture_on_commit_callbacks(execute=True):
+        elections_delete(queryset=Election.objects.filter(pk=election.pk))
+    time.sleep(0.25)
+    assert api_client.get(path).status_code == 404
 
 
 def test_renames_show_in_cached_reads_at_once(election, constituencies, api_client, django_capture_on_commit_callbacks):
