@@ -10,16 +10,17 @@ can be raised from it by the metrics side.
 
 from django.db.models import QuerySet
 
+from metrics import anomalies
 from protocols.models import ProtocolResult
 
-MISMATCH_MIN_VOTES = 5
-MISMATCH_SHARE = 0.005  # 0.5 % of the protocol's ballots
+MISMATCH_MIN_VOTES = anomalies.MISMATCH_MIN_VOTES
+MISMATCH_SHARE = anomalies.MISMATCH_SHARE
 
 
 def stream_protocol_mismatch(*, votes_cast: int, ballots_cast: int) -> bool:
     """True when the stream's votes differ from the protocol's ballots (valid + invalid) by
-    more than max(5, 0.5 % of the protocol's ballots)."""
-    return abs(votes_cast - ballots_cast) > max(MISMATCH_MIN_VOTES, MISMATCH_SHARE * ballots_cast)
+    more than max(5, 0.5 % of the protocol's ballots): the metrics rule itself."""
+    return anomalies.stream_protocol_mismatch(votes_cast=votes_cast, ballots_cast=ballots_cast) is not None
 
 
 def stream_protocol_mismatch_magnitude(*, votes_cast: int, ballots_cast: int) -> int:

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from django.db import transaction
-from django.db.models import Case, Count, FloatField, IntegerField, Q, Sum, Value, When
+from django.db.models import Case, Count, F, FloatField, IntegerField, Q, Sum, Value, When
 from django.utils import timezone
 
 from election_monitor import bulk_sql
@@ -25,6 +25,7 @@ from metrics import anomalies
 from metrics.cache import metrics_cache
 from metrics.episodes import episodes_refresh
 from metrics.models import HOURLY_COMPUTED_FIELDS, Anomaly, AnomalyKind, Episode, HourlyStats
+from protocols.models import ProtocolResult
 
 logger = logging.getLogger(__name__)
 
@@ -245,6 +246,7 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
         desired = _desired_anomalies(
             plan=plan, voters=voters, counts=counts, changed_hours=judged_hours, peers_outside=peers_outside
         )
+        desired.update(_protocol_mismatches(election_id=election_id, plan=plan, touched=touched))
         existing = _existing_anomalies(
             election_id=election_id, scope=scope, touched=touched, changed_hours=judged_hours, since=since
         )
@@ -256,6 +258,8 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
                 return True
             if kind == AnomalyKind.VELOCITY_SPIKE:
                 return hour in judged_hours
+            if kind == AnomalyKind.STREAM_PROTOCOL_MISMATCH:
+                return constituency_id in touched
             if scope.span:
                 return scope.span[0] <= constituency_id <= scope.span[1]
             if kind in anomalies.CUMULATIVE_KINDS:
@@ -495,6 +499,39 @@ class StoredAnomaly(NamedTuple):
     details: dict
 
 
+def _protocol_mismatches(*, election_id: int, plan: "_Plan", touched: set[int]) -> dict[AnomalyKey, tuple]:
+    """``stream_protocol_mismatch`` of the touched constituencies that have a protocol: at the
+    constituency's last hour with data, when its stream's votes and its protocol's ballots
+    disagree (docs/METRICS.md#stream_protocol_mismatch). One query for the protocols."""
+    if not touched:
+        return {}
+    ballots = dict(
+        ProtocolResult.objects.filter(election_id=election_id, constituency_id__in=sorted(touched))
+        .annotate(ballots=F("valid") + F("invalid"))
+        .values_list("constituency_id", "ballots")
+    )
+    found = {}
+    for constituency_id, protocol_ballots in ballots.items():
+        hours = plan.series.get(constituency_id)
+        if not hours:
+            last = (
+                HourlyStats.objects.filter(constituency_id=constituency_id)
+                .order_by("-hour")
+                .values_list("hour", flat=True)
+                .first()
+            )
+            if last is None:
+                continue  # no stream at all: nothing to reconcile
+        else:
+            last = max(hours)
+        votes = plan.prefix.get(constituency_id, (0, 0))[0] + sum(row.votes for row in (hours or {}).values())
+        details = anomalies.stream_protocol_mismatch(votes_cast=votes, ballots_cast=protocol_ballots)
+        if details:
+            kind = AnomalyKind.STREAM_PROTOCOL_MISMATCH
+            found[(constituency_id, last, kind)] = (anomalies.weight(kind), details)
+    return found
+
+
 def _existing_anomalies(
     *, election_id: int, scope: Scope, touched: set[int], changed_hours: set[datetime], since: datetime | None
 ) -> dict[AnomalyKey, StoredAnomaly]:
@@ -507,6 +544,8 @@ def _existing_anomalies(
         if touched:
             own = Q(constituency_id__in=sorted(touched))
             region |= own if since is None else own & Q(hour__gte=since)
+            # At the constituency's last hour with data, which may lie before ``since``.
+            region |= Q(kind=AnomalyKind.STREAM_PROTOCOL_MISMATCH, constituency_id__in=sorted(touched))
         rows = rows.filter(region)
     return {
         (constituency_id, hour, kind): StoredAnomaly(pk, weight, details)

@@ -19,6 +19,20 @@ def weight(kind: str) -> float:
     return float(settings.ANOMALY_WEIGHTS[kind])
 
 
+# A stream and its protocol disagree when their votes differ by more than this many, and by
+# more than this share of the protocol's ballots (docs/METRICS.md#stream_protocol_mismatch).
+MISMATCH_MIN_VOTES = 5
+MISMATCH_SHARE = 0.005
+
+
+def stream_protocol_mismatch(*, votes_cast: int, ballots_cast: int) -> dict | None:
+    """The stream's votes against the protocol's ballots (valid + invalid)."""
+    difference = abs(votes_cast - ballots_cast)
+    if difference > max(MISMATCH_MIN_VOTES, MISMATCH_SHARE * ballots_cast):
+        return {"votes_cast": votes_cast, "protocol_ballots": ballots_cast, "difference": difference}
+    return None
+
+
 def turnout_over_100(*, cumulative_votes: int, registered_voters: int) -> dict | None:
     if cumulative_votes > registered_voters:
         return {"cumulative_votes": cumulative_votes, "registered_voters": registered_voters}

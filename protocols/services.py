@@ -20,6 +20,7 @@ from django.db import transaction
 from election_monitor import bulk_sql
 from elections.models import Constituency, Election
 from elections.services import constituencies_upsert
+from elections.signals import WHOLE_ELECTION, buckets_changed
 from protocols.importers import (
     Empty,
     ImportFileError,
@@ -125,6 +126,9 @@ def protocols_import(
             for name in ("read", "stored", "skipped_empty", "rejected", "constituencies_created"):
                 setattr(record, name, getattr(report, name))
             record.save(update_fields=["read", "stored", "skipped_empty", "rejected", "constituencies_created"])
+            # The stream is now reconciled against other protocols: every constituency's
+            # stream_protocol_mismatch may come or go (docs/METRICS.md#stream_protocol_mismatch).
+            buckets_changed.send(sender=ProtocolResult, election_id=election.id, buckets={WHOLE_ELECTION})
     report.import_id = record.id
     if on_progress:
         on_progress(size, size)

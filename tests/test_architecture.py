@@ -25,7 +25,8 @@ COMPOSITION_ROOT = {"election_monitor.settings", "election_monitor.urls", "elect
 # Observed data beside elections that is about elections' constituencies: a protocol belongs to
 # a constituency and creates missing ones through the elections write path. One direction
 # only: elections importing protocols is still an upward (sideways) import and fails.
-SIDEWAYS = {("protocols", "elections")}
+# Forensics reconciles stream and protocol with the metrics' own mismatch rule (one home).
+SIDEWAYS = {("protocols", "elections"), ("forensics", "metrics")}
 
 
 def product_modules() -> dict[str, Path]:
