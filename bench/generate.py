@@ -44,7 +44,6 @@ from elections.models import Constituency, Election  # noqa: E402
 from elections.timebuckets import zone  # noqa: E402
 from metrics.models import EpisodeEvent  # noqa: E402
 
-UTC = UTC
 # Relative activity by local hour of day (0-23) in a 24-hour remote-voting window.
 HOUR_CURVE = [0.3, 0.15, 0.1, 0.1, 0.1, 0.2, 0.6, 1.5, 4, 7, 9, 9.5, 9, 8, 7, 6.5, 6.5, 7.5, 8.5, 8, 5, 2.5, 1.2, 0.6]
 DAY_WEIGHT = [1.25, 0.85, 1.0, 1.0, 1.0]

@@ -12,8 +12,6 @@ from metrics.models import DirtyBucket, HourlyStats
 
 pytestmark = pytest.mark.django_db
 
-UTC = UTC
-
 
 def utc(*args) -> datetime:
     return datetime(*args, tzinfo=UTC)

@@ -18,7 +18,6 @@ from elections.timebuckets import (
 )
 from metrics.tests import reference
 
-UTC = UTC
 # Whole-hour DST shifts on the local hour only: Lord Howe's 30-minute shift is out of scope.
 ZONES = [
     "UTC",

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-UTC = UTC
 DEFAULT_WEIGHTS = {"turnout_over_100": 5, "votes_exceed_bulletins": 3, "velocity_spike": 2, "outside_voting_window": 1}
 KINDS = ("turnout_over_100", "votes_exceed_bulletins", "velocity_spike", "outside_voting_window")
 

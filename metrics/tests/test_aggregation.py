@@ -15,7 +15,6 @@ from metrics.models import Anomaly, AnomalyKind, Episode, EpisodeEvent, HourlySt
 from metrics.pipeline import dirty_buckets_flush
 from metrics.tests import checks
 
-UTC = UTC
 HOUR = timedelta(hours=1)
 T0 = datetime(2024, 9, 6, 5, 0, tzinfo=UTC)  # 08:00 in Moscow: buckets on the UTC hour
 VOTE, BULLETIN = "vote_cast", "bulletin_issued"

@@ -12,7 +12,6 @@ from metrics import anomalies
 from metrics.models import Anomaly, AnomalyKind, HourlyStats
 from metrics.tests import checks
 
-UTC = UTC
 HOUR = timedelta(hours=1)
 T0 = datetime(2024, 9, 6, 5, 0, tzinfo=UTC)
 NOW = T0 + 20 * HOUR

@@ -8,8 +8,6 @@ from django.urls import reverse
 
 from metrics.tests.test_selectors import ZONES, as_utc, ingest_and_recompute, seeded_election
 
-UTC = UTC
-
 pytestmark = pytest.mark.django_db
 
 FIELDS = (

@@ -16,7 +16,6 @@ from metrics import selectors
 from metrics.cache import MetricsCache, metrics_cache
 from metrics.tests.test_selectors import ingest_and_recompute, seeded_election
 
-UTC = UTC
 # A real Redis server address where nothing listens: connections are refused, as in an outage.
 UNREACHABLE_REDIS = {
     "default": {

@@ -36,7 +36,6 @@ from metrics.aggregation import Scope, metrics_recompute
 from metrics.models import Anomaly, HourlyStats
 from metrics.tests import checks, reference
 
-UTC = UTC
 HOUR = timedelta(hours=1)
 ZONES = (
     "UTC",

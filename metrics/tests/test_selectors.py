@@ -21,8 +21,6 @@ from metrics.models import DirtyBucket
 from metrics.pipeline import election_recompute
 from metrics.tests import reference
 
-UTC = UTC
-
 # Voting windows chosen to cross what can go wrong with local time: a half-hour offset with
 # a month end inside the window, and a DST fall-back night (two local 02:00 hours) with a
 # month end and an ISO week boundary.

@@ -22,7 +22,6 @@ from metrics.models import DirtyBucket, HourlyStats
 from metrics.pipeline import constituency_totals_stale, dirty_buckets_flush, stale_buckets_find
 from metrics.tests import checks
 
-UTC = UTC
 HOUR = timedelta(hours=1)
 T0 = datetime(2024, 9, 6, 5, 0, tzinfo=UTC)  # years ago: an election here is closed
 KINDS = ("vote_cast", "vote_cast", "bulletin_issued", "other")
