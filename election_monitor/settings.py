@@ -70,6 +70,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Pages (dashboard, admin) answer a lost database with 503, as the API does.
+    "election_monitor.middleware.DatabaseUnavailableMiddleware",
 ]
 
 if not DEBUG:
