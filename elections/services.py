@@ -535,10 +535,16 @@ def _audit_deletes(*, user, queryset: QuerySet) -> None:
 # --- elections ------------------------------------------------------------------------------
 
 
+# The election's fields its counts depend on: a moved voting window changes every velocity
+# and the outside-window anomalies, another zone every local hour.
+ELECTION_COUNTED_FIELDS = ("starts_at", "ends_at", "timezone")
+
+
 def election_save(*, election: Election, user=None) -> Election:
-    """Create or save an edited election. A moved voting window changes every velocity and
-    the outside-window anomalies; any edit (a name) shows in the election's figures, and a
-    new election gets its first, empty, figures. Audited when ``user`` is given."""
+    """Create or save an edited election. A new election gets its first, empty, figures and
+    a moved window or zone a recount of the whole election; any other edit (a name) changes
+    no count, only what its figures show, so it is announced with no buckets (a national
+    election is not recounted for a typo). Audited when ``user`` is given."""
     with transaction.atomic():
         if election.pk is not None:
             elections_lock_for_writes(election_ids={election.pk})
@@ -546,7 +552,8 @@ def election_save(*, election: Election, user=None) -> Election:
         election.full_clean()
         election.save()
         _audit(user=user, instance=election, before=before)
-        buckets_changed.send(sender=Election, election_id=election.id, buckets={WHOLE_ELECTION})
+        recount = before is None or any(before[name] != getattr(election, name) for name in ELECTION_COUNTED_FIELDS)
+        buckets_changed.send(sender=Election, election_id=election.id, buckets={WHOLE_ELECTION} if recount else set())
     return election
 
 
@@ -572,8 +579,8 @@ def election_certify(*, election_id: int, user) -> Election:
         election.certified_at, election.certified_by = timezone.now(), user
         election.save(update_fields=["certified_at", "certified_by"])
         CertificationEvent.objects.create(election=election, action=CertificationAction.CERTIFY, user=user)
-        # Its figures now carry the certification (and their snapshot hash).
-        buckets_changed.send(sender=Election, election_id=election.id, buckets={WHOLE_ELECTION})
+        # Its figures now carry the certification (and their snapshot hash); no count changed.
+        buckets_changed.send(sender=Election, election_id=election.id, buckets=set())
     return election
 
 
@@ -591,7 +598,7 @@ def election_uncertify(*, election_id: int, user, reason: str) -> Election:
         CertificationEvent.objects.create(
             election=election, action=CertificationAction.UNCERTIFY, user=user, reason=reason
         )
-        buckets_changed.send(sender=Election, election_id=election.id, buckets={WHOLE_ELECTION})
+        buckets_changed.send(sender=Election, election_id=election.id, buckets=set())
     return election
 
 

@@ -17,10 +17,16 @@ from django.dispatch import receiver
 from elections.models import Transaction
 from elections.signals import buckets_changed
 from metrics import pipeline, tasks
+from metrics.cache import metrics_cache
 
 
 def buckets_changed_record(*, election_id: int, buckets) -> None:
-    """Mark the buckets in the current transaction; request a flush after it commits."""
+    """Mark the buckets in the current transaction; request a flush after it commits. No
+    buckets: nothing to recount, the election's cached figures are retired in the same
+    transaction (its version raised) and read again."""
+    if not buckets:
+        metrics_cache.election_version_bump(election_id)
+        return
     pipeline.buckets_mark_dirty(election_id=election_id, buckets=buckets)
     transaction.on_commit(lambda: tasks.flush_request(election_id), robust=True)
 

@@ -18,6 +18,7 @@ from elections.services import (
     transactions_ingest,
 )
 from elections.tests.factories import VOTING_STARTS, TransactionFactory
+from metrics.cache import election_version_stored
 from metrics.models import Anomaly, AnomalyKind, DirtyBucket, HourlyStats, MetricsVersion
 
 
@@ -145,9 +146,31 @@ def test_renaming_is_announced_so_that_reads_follow(election, constituencies):
     constituencies[0].name = "Renamed"
     constituency_save(constituency=constituencies[0])
     assert marked(election) == {(constituencies[0].id, None)}
+    version = election_version_stored(election.id)
     election.name = "Renamed"
     election_save(election=election)
-    assert marked(election) == {(constituencies[0].id, None), (None, None)}
+    # No count can move: nothing more to recount, only the cached figures retired.
+    assert marked(election) == {(constituencies[0].id, None)}
+    assert election_version_stored(election.id) == version + 1
+
+
+def test_an_election_rename_is_read_at_once_without_a_recount(
+    election, constituencies, api_client, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        TransactionFactory(constituency=constituencies[0], timestamp=VOTING_STARTS + timedelta(minutes=5))
+    path = f"/api/metrics/election/{election.id}/"
+    assert api_client.get(path).json()["name"] == election.name
+    recounted_at = HourlyStats.objects.filter(election=election).values_list("timestamp", flat=True)
+    before = sorted(recounted_at)
+    assert len(before) == 1
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        election.name = "Renamed election"
+        election_save(election=election)
+    assert api_client.get(path).json()["name"] == "Renamed election"
+    assert marked(election) == set()
+    assert len(callbacks) == 1  # the version's publication; no flush was requested
+    assert sorted(recounted_at) == before
 
 
 def test_a_bare_model_save_of_an_election_or_constituency_announces_nothing(election, constituencies):
