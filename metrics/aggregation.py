@@ -321,6 +321,8 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
             since=since,
             now=now,
             magnitude_changes=magnitude_changes,
+            # After the writes above, the planned series are every hour with data.
+            election_hours=plan.series if scope.whole_election else None,
         )
 
         refresh = touched | peers_rejudged
@@ -372,7 +374,9 @@ def _recount(*, election: Election, scope: Scope) -> dict[tuple[int, datetime], 
         .values_list("constituency_id", "hour", "bulletins", "votes", "total", "outside")
         .order_by()
     )
-    return {(constituency_id, hour): BucketCount(*counted) for constituency_id, hour, *counted in rows}
+    return {
+        (constituency_id, hour): BucketCount(*counted) for constituency_id, hour, *counted in bulk_sql.rows_fetch(rows)
+    }
 
 
 def _load_series(*, election_id: int, scope: Scope, touched: set[int], since: datetime | None) -> _Plan:
