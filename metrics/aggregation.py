@@ -339,10 +339,22 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
             stored_totals.update(
                 _constituency_rows(election_id=election_id, scope=scope, ids=peers_rejudged - stored_totals.keys())
             )
-        if not scope.totals_by_delta:
+        if scope.whole_election:
+            # The plan holds every hourly row of the election as just written: their sums are
+            # the totals, without reading the rows back (docs/PERFORMANCE.md, full recompute).
+            totals = dict.fromkeys(voters, (0, 0, 0))
+            for constituency_id, hours in plan.series.items():
+                rows = hours.values()
+                totals[constituency_id] = (
+                    sum(row.bulletins for row in rows),
+                    sum(row.votes for row in rows),
+                    sum(row.total for row in rows),
+                )
+            result.constituencies_refreshed = _constituencies_write(election_id, totals, voters, now)
+        elif not scope.totals_by_delta:
             result.constituencies_refreshed = constituency_metrics_refresh(
                 election_id=election_id,
-                constituency_ids=None if scope.whole_election else refresh,
+                constituency_ids=refresh,
                 voters=voters,
                 now=now,
             )
