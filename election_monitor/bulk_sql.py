@@ -10,6 +10,7 @@ which the test suite checks on both databases.
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connection, models
 from django.db.models import BooleanField, Q
 from django.db.models.expressions import RawSQL
@@ -316,7 +317,10 @@ def rows_fetch(queryset) -> list[tuple]:
         return list(queryset)
     from psycopg import Cursor, pq
 
-    sql, params = queryset.query.sql_with_params()
+    try:
+        sql, params = queryset.query.sql_with_params()
+    except EmptyResultSet:  # a filter that matches nothing, e.g. an empty IN list
+        return []
     connection.ensure_connection()
     raw = Cursor(connection.connection)
     raw.format = pq.Format.BINARY

@@ -196,10 +196,12 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
         counts = _recount(election=election, scope=scope)
         stored_in_scope = {
             (constituency_id, hour): pk
-            for pk, constituency_id, hour in HourlyStats.objects.filter(election_id=election_id)
-            .filter(scope.q)
-            .values_list("id", "constituency_id", "hour")
-            .order_by()
+            for pk, constituency_id, hour in bulk_sql.rows_fetch(
+                HourlyStats.objects.filter(election_id=election_id)
+                .filter(scope.q)
+                .values_list("id", "constituency_id", "hour")
+                .order_by()
+            )
         }
         scope_keys = counts.keys() | stored_in_scope.keys()
         touched = {constituency_id for constituency_id, _ in scope_keys}
@@ -424,9 +426,9 @@ def _load_series(*, election_id: int, scope: Scope, touched: set[int], since: da
             .order_by()
         }
         rows = rows.filter(hour__gte=since)
-    for pk, c, h, b, v, t, bv, vv, rate, n in rows.values_list(
-        "id", "constituency_id", "hour", *HOURLY_FIELDS[:-1]
-    ).order_by():
+    for pk, c, h, b, v, t, bv, vv, rate, n in bulk_sql.rows_fetch(
+        rows.values_list("id", "constituency_id", "hour", *HOURLY_FIELDS[:-1]).order_by()
+    ):
         if c in touched:
             plan.series[c][h] = _Row(pk, b, v, t, bv, vv, rate, n)
     return plan
