@@ -10,6 +10,7 @@ which the test suite checks on both databases.
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connection, models
 from django.db.models import BooleanField, Q
 from django.db.models.expressions import RawSQL
@@ -301,6 +302,32 @@ def rows_from_starts(
             break
         clauses |= clause
     return list(model.objects.filter(clauses, **where).values_list(*fields).order_by())
+
+
+def rows_fetch(queryset) -> list[tuple]:
+    """Every row of a ``values_list`` queryset of plain columns, as the driver decodes them
+    (no field converters run, so no JSON or other converted fields).
+
+    PostgreSQL: results in binary, through a psycopg cursor that binds on the server. In
+    text the server formats every value and Django's timestamptz loader is a Python call per
+    value: for the 111,000 buckets of a full recount that cost more than the scan's CPU
+    (docs/PERFORMANCE.md, full recompute). The cursor is wrapped as Django wraps its own,
+    so query logging and execute wrappers still see the statement."""
+    if not is_postgresql():
+        return list(queryset)
+    from psycopg import Cursor, pq
+
+    try:
+        sql, params = queryset.query.sql_with_params()
+    except EmptyResultSet:  # a filter that matches nothing, e.g. an empty IN list
+        return []
+    connection.ensure_connection()
+    raw = Cursor(connection.connection)
+    raw.format = pq.Format.BINARY
+    cursor = connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
+    with cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
 
 
 def rows_by_ids(model, ids: Iterable[int], fields: Sequence[str], *, lock_key_share: bool = False) -> dict[int, tuple]:

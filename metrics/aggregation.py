@@ -196,10 +196,12 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
         counts = _recount(election=election, scope=scope)
         stored_in_scope = {
             (constituency_id, hour): pk
-            for pk, constituency_id, hour in HourlyStats.objects.filter(election_id=election_id)
-            .filter(scope.q)
-            .values_list("id", "constituency_id", "hour")
-            .order_by()
+            for pk, constituency_id, hour in bulk_sql.rows_fetch(
+                HourlyStats.objects.filter(election_id=election_id)
+                .filter(scope.q)
+                .values_list("id", "constituency_id", "hour")
+                .order_by()
+            )
         }
         scope_keys = counts.keys() | stored_in_scope.keys()
         touched = {constituency_id for constituency_id, _ in scope_keys}
@@ -231,17 +233,26 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
             hour: velocity_minutes(hour, starts_at=election.starts_at, ends_at=election.ends_at, now=now)
             for hour in changed_hours
         }
+        # Once per bucket: a full recompute runs this 100,000 times (docs/PERFORMANCE.md).
+        series, by_delta = plan.series, scope.totals_by_delta
         for (constituency_id, hour), count in counts.items():
-            row = plan.series[constituency_id].get(hour) or _Row(None, 0, 0, 0, 0.0, 0.0, 0.0, 0)
-            if scope.totals_by_delta:
-                _delta_add(totals_delta[constituency_id], row, sign=-1)
-            row.bulletins, row.votes, row.total, row.outside = count
-            if scope.totals_by_delta:
+            bulletins, votes, total, outside = count
+            minutes = minutes_in[hour]
+            hours = series[constituency_id]
+            row = hours.get(hour)
+            if row is None:
+                row = hours[hour] = _Row(
+                    None, bulletins, votes, total, bulletins / minutes, votes / minutes, 0.0, 0, True, outside
+                )
+            else:
+                if by_delta:
+                    _delta_add(totals_delta[constituency_id], row, sign=-1)
+                row.bulletins, row.votes, row.total, row.outside = count
+                row.bulletin_velocity = bulletins / minutes
+                row.vote_velocity = votes / minutes
+                row.recounted = True
+            if by_delta:
                 _delta_add(totals_delta[constituency_id], row, sign=1)
-            row.bulletin_velocity = count.bulletins / minutes_in[hour]
-            row.vote_velocity = count.votes / minutes_in[hour]
-            row.recounted = True
-            plan.series[constituency_id][hour] = row
 
         desired = _desired_anomalies(
             plan=plan, voters=voters, counts=counts, changed_hours=judged_hours, peers_outside=peers_outside
@@ -321,6 +332,8 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
             since=since,
             now=now,
             magnitude_changes=magnitude_changes,
+            # After the writes above, the planned series are every hour with data.
+            election_hours=plan.series if scope.whole_election else None,
         )
 
         refresh = touched | peers_rejudged
@@ -328,10 +341,22 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
             stored_totals.update(
                 _constituency_rows(election_id=election_id, scope=scope, ids=peers_rejudged - stored_totals.keys())
             )
-        if not scope.totals_by_delta:
+        if scope.whole_election:
+            # The plan holds every hourly row of the election as just written: their sums are
+            # the totals, without reading the rows back (docs/PERFORMANCE.md, full recompute).
+            totals = dict.fromkeys(voters, (0, 0, 0))
+            for constituency_id, hours in plan.series.items():
+                rows = hours.values()
+                totals[constituency_id] = (
+                    sum(row.bulletins for row in rows),
+                    sum(row.votes for row in rows),
+                    sum(row.total for row in rows),
+                )
+            result.constituencies_refreshed = _constituencies_write(election_id, totals, voters, now)
+        elif not scope.totals_by_delta:
             result.constituencies_refreshed = constituency_metrics_refresh(
                 election_id=election_id,
-                constituency_ids=None if scope.whole_election else refresh,
+                constituency_ids=refresh,
                 voters=voters,
                 now=now,
             )
@@ -372,7 +397,8 @@ def _recount(*, election: Election, scope: Scope) -> dict[tuple[int, datetime], 
         .values_list("constituency_id", "hour", "bulletins", "votes", "total", "outside")
         .order_by()
     )
-    return {(constituency_id, hour): BucketCount(*counted) for constituency_id, hour, *counted in rows}
+    new = tuple.__new__  # BucketCount without its keyword-checking constructor, per bucket
+    return {(c, h): new(BucketCount, (b, v, t, o)) for c, h, b, v, t, o in bulk_sql.rows_fetch(rows)}
 
 
 def _load_series(*, election_id: int, scope: Scope, touched: set[int], since: datetime | None) -> _Plan:
@@ -400,9 +426,9 @@ def _load_series(*, election_id: int, scope: Scope, touched: set[int], since: da
             .order_by()
         }
         rows = rows.filter(hour__gte=since)
-    for pk, c, h, b, v, t, bv, vv, rate, n in rows.values_list(
-        "id", "constituency_id", "hour", *HOURLY_FIELDS[:-1]
-    ).order_by():
+    for pk, c, h, b, v, t, bv, vv, rate, n in bulk_sql.rows_fetch(
+        rows.values_list("id", "constituency_id", "hour", *HOURLY_FIELDS[:-1]).order_by()
+    ):
         if c in touched:
             plan.series[c][h] = _Row(pk, b, v, t, bv, vv, rate, n)
     return plan
@@ -459,24 +485,26 @@ def _desired_anomalies(
     desired: dict[tuple, tuple[float, dict]] = {}
     peers: dict[datetime, dict[int, tuple[int, int]]] = {h: {} for h in changed_hours}
 
+    turnout_over_100, votes_exceed_bulletins = anomalies.turnout_over_100, anomalies.votes_exceed_bulletins
     for c, hours in plan.series.items():
         cum_votes, cum_bulletins = plan.prefix.get(c, (0, 0))
+        registered = voters[c]
         for h in sorted(hours):
             row = hours[h]
             cum_votes += row.votes
             cum_bulletins += row.bulletins
-            details = anomalies.turnout_over_100(cumulative_votes=cum_votes, registered_voters=voters[c])
+            details = turnout_over_100(cumulative_votes=cum_votes, registered_voters=registered)
             if details:
                 desired[(c, h, AnomalyKind.TURNOUT_OVER_100)] = (
                     anomalies.weight(AnomalyKind.TURNOUT_OVER_100),
                     details,
                 )
-            details = anomalies.votes_exceed_bulletins(cumulative_votes=cum_votes, cumulative_bulletins=cum_bulletins)
+            details = votes_exceed_bulletins(cumulative_votes=cum_votes, cumulative_bulletins=cum_bulletins)
             if details:
                 kind = AnomalyKind.VOTES_EXCEED_BULLETINS
                 desired[(c, h, kind)] = (anomalies.weight(kind), details)
-            if h in peers:
-                peers[h][c] = (row.votes, voters[c])
+            if (hour_peers := peers.get(h)) is not None:
+                hour_peers[c] = (row.votes, registered)
 
     for (c, h), count in counts.items():
         details = anomalies.outside_voting_window(transactions_outside=count.outside)
@@ -562,10 +590,11 @@ def _hourly_rows_to_write(
     new, stored = [], []
     for c, hours in plan.series.items():
         cum_votes = plan.prefix.get(c, (0, 0))[0]
+        registered = voters[c]
         for h in sorted(hours):
             row = hours[h]
             cum_votes += row.votes
-            rate = 100.0 * cum_votes / voters[c]
+            rate = 100.0 * cum_votes / registered
             n = kinds_after[(c, h)]
             figures = (row.bulletins, row.votes, row.total, row.bulletin_velocity, row.vote_velocity, rate, n, now)
             if row.id is None:

@@ -8,7 +8,7 @@ database transaction. How merges, splits and corrections map to events: docs/MET
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -98,6 +98,7 @@ def episodes_refresh(
     since: datetime | None = None,
     now: datetime,
     magnitude_changes: dict[int, list[tuple[datetime, str, dict, dict]]] | None = None,
+    election_hours: Mapping[int, Iterable[datetime]] | None = None,
 ) -> list[EpisodeEvent]:
     """Bring the stored episodes of the given constituencies (None: every one) in line with
     their anomalies and hours, and record an event for each episode that opened, closed or
@@ -113,6 +114,10 @@ def episodes_refresh(
     stay, as (hour, kind, old details, new details). Their episodes keep their extent, so
     only a ``peak`` can move, and it is worked out from the stored one without reading
     hours or anomalies, unless the hour that held the peak went down.
+
+    ``election_hours``: with ``constituency_ids`` None, every constituency's hours with data
+    as just written, when the caller holds them (a whole-election recompute): reading back
+    an election's hourly rows was a third of a full recompute (docs/PERFORMANCE.md).
     """
     ids = None if constituency_ids is None else set(constituency_ids)
     quick = {c: changes for c, changes in (magnitude_changes or {}).items() if ids is not None and c not in ids}
@@ -171,10 +176,13 @@ def episodes_refresh(
     if not relevant and not updated:
         return []
     hours: dict[int, set[datetime]] = defaultdict(set)
-    for c, h in _rows_in_windows(
-        HourlyStats, ("constituency_id", "hour"), election_id, None if every else {c: window[c] for c in relevant}
-    ):
-        hours[c].add(h)
+    if every and election_hours is not None:
+        hours.update((c, set(election_hours.get(c, ()))) for c in relevant)
+    else:
+        for c, h in _rows_in_windows(
+            HourlyStats, ("constituency_id", "hour"), election_id, None if every else {c: window[c] for c in relevant}
+        ):
+            hours[c].add(h)
 
     deleted: list[StoredEpisode] = []
     created: list[Episode] = []

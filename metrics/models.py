@@ -47,7 +47,13 @@ HOURLY_COMPUTED_FIELDS = (
 class HourlyStats(models.Model):
     """One row per (constituency, local hour) holding at least one transaction."""
 
-    election = models.ForeignKey(Election, on_delete=models.CASCADE, related_name="hourly_stats")
+    # Subtle: no database constraint and no index of its own. The constituency's key already
+    # pins the election, whose (election, hour) index serves every lookup by election; the
+    # constraint's check and the index cost a full recompute a trigger and an index entry
+    # per new row (docs/PERFORMANCE.md, full recompute). The ORM still cascades deletes.
+    election = models.ForeignKey(
+        Election, on_delete=models.CASCADE, related_name="hourly_stats", db_constraint=False, db_index=False
+    )
     constituency = models.ForeignKey(
         Constituency, on_delete=models.CASCADE, related_name="hourly_stats", db_index=False
     )

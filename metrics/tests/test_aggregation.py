@@ -347,3 +347,23 @@ def test_recompute_query_count_does_not_grow_with_the_election(places, hours, dj
     with django_assert_max_num_queries(FULL_QUERIES):
         metrics_recompute(election_id=t.election.id, scope=Scope.election(), now=now)
     t.check(now)
+
+
+@pytest.mark.django_db
+def test_rows_fetch_gives_the_values_the_orm_gives():
+    """The recount's fetch (binary on PostgreSQL, no Django loaders) returns the ORM's values,
+    aware datetimes included, and nothing for a filter that matches nothing."""
+    t = tracked(voters=(1000, 2000))
+    t.add(0, VOTE, T0 + timedelta(minutes=5), n=3)
+    t.add(1, BULLETIN, T0 + HOUR + timedelta(minutes=5), n=2)
+    metrics_recompute(election_id=t.election.id, scope=Scope.election(), now=T0 + 3 * HOUR)
+    queryset = (
+        HourlyStats.objects.filter(election_id=t.election.id)
+        .values_list("id", "constituency_id", "hour", "votes_cast", "vote_velocity", "participation_rate")
+        .order_by("id")
+    )
+    fetched = bulk_sql.rows_fetch(queryset)
+    assert fetched == list(queryset)
+    assert len(fetched) == 2
+    assert all(row[2].utcoffset() == timedelta(0) for row in fetched)
+    assert bulk_sql.rows_fetch(queryset.filter(id__in=[])) == []
