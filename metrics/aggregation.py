@@ -15,8 +15,8 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 import numpy as np
-from django.db import connection, transaction
-from django.db.models import Case, Count, F, FloatField, IntegerField, Q, Sum, Value, When
+from django.db import transaction
+from django.db.models import Count, F, FloatField, IntegerField, Q, Sum, Value
 from django.utils import timezone
 
 from election_monitor import bulk_sql
@@ -140,10 +140,8 @@ class HourPeers(NamedTuple):
     judges, as parallel integer arrays: a national hour has 96,325 of them, and a Python
     object per row was most of a one-transaction flush (docs/PERFORMANCE.md, "National scale")."""
 
-    ids: np.ndarray
     constituency_ids: np.ndarray
     votes: np.ndarray
-    anomaly_counts: np.ndarray
     voters: np.ndarray  # the constituencies' registered voters
 
 
@@ -281,7 +279,13 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
             election_id=election_id, plan=plan, voters=voters, kinds_after=kinds_after, now=now
         )
         peer_updates, peers_rejudged = _peer_updates(
-            peers_outside=peers_outside, desired=desired, existing=existing, voters=voters, now=now
+            election_id=election_id,
+            touched=touched,
+            peers_outside=peers_outside,
+            desired=desired,
+            existing=existing,
+            voters=voters,
+            now=now,
         )
 
         _write(
@@ -414,52 +418,57 @@ def _load_series(*, election_id: int, scope: Scope, touched: set[int], since: da
 def _load_other_peers(*, election_id: int, touched: set[int], hours: set[datetime]) -> dict[datetime, HourPeers]:
     """Rows of untouched constituencies in the touched hours: the peers a spike is judged against.
 
-    Subtle: one raw read of plain integers, each row's hour as its position in ``hours``:
-    decoding 96,325 rows into Python objects (named tuples, aware datetimes) cost more than
-    the query of a national flush (docs/PERFORMANCE.md, "National scale")."""
-    if not hours:
-        return {}
-    hours = sorted(hours)
-    slot = Case(*(When(hour=h, then=Value(i)) for i, h in enumerate(hours)), output_field=IntegerField())
-    query = (
-        HourlyStats.objects.filter(election_id=election_id, hour__in=hours)
-        .annotate(slot=slot)
-        .values_list("slot", "id", "constituency_id", "votes_cast", "anomaly_count", "constituency__registered_voters")
-        .order_by()
-        .query
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(*query.sql_with_params())
-        rows = np.array(cursor.fetchall(), dtype=np.int64).reshape(-1, 6)
-    rows = rows[~np.isin(rows[:, 2], np.fromiter(touched, dtype=np.int64, count=len(touched)))]
-    return {h: HourPeers(*rows[rows[:, 0] == i, 1:].T) for i, h in enumerate(hours)}
+    Subtle: one read of plain integers per hour (bulk_sql.int_rows), answered from two
+    indexes alone (hourly_stats_hour_peers, constituency_voters) joined in constituency
+    order: the table's rows of one hour lie on as many pages as it has rows, and decoding
+    them into Python objects cost more than the query (docs/PERFORMANCE.md, "National scale")."""
+    found = {}
+    excluded = np.fromiter(touched, dtype=np.int64, count=len(touched))
+    for h in sorted(hours):
+        rows = bulk_sql.int_rows(
+            HourlyStats.objects.filter(election_id=election_id, hour=h, constituency__election_id=election_id)
+            .values_list("constituency_id", "votes_cast", "constituency__registered_voters")
+            .order_by()
+        )
+        found[h] = HourPeers(*rows[~np.isin(rows[:, 0], excluded)].T)
+    return found
 
 
 def _peer_updates(
-    *, peers_outside: dict[datetime, HourPeers], desired: dict, existing: dict, voters: dict[int, int], now: datetime
+    *,
+    election_id: int,
+    touched: set[int],
+    peers_outside: dict[datetime, HourPeers],
+    desired: dict,
+    existing: dict,
+    voters: dict[int, int],
+    now: datetime,
 ) -> tuple[list[tuple], set[int]]:
     """The anomaly counts of peers outside ``touched`` whose spike came or went, and those
     peers (their registered voters added to ``voters``). Their other anomalies are unchanged,
-    so their count moves by exactly that spike; only the few such rows are looked at."""
-    spiking, spiked = defaultdict(set), defaultdict(set)
-    for c, h, kind in desired:
-        if kind == AnomalyKind.VELOCITY_SPIKE and h in peers_outside:
-            spiking[h].add(c)
-    for c, h, kind in existing:
-        if kind == AnomalyKind.VELOCITY_SPIKE and h in peers_outside:
-            spiked[h].add(c)
+    so their count moves by exactly that spike: only those few rows are read again, by key."""
+    if not peers_outside:
+        return [], set()
+    moved: dict[tuple[int, datetime], int] = {}
+    for c, h, kind in desired.keys() ^ existing.keys():
+        if kind == AnomalyKind.VELOCITY_SPIKE and h in peers_outside and c not in touched:
+            moved[(c, h)] = 1 if (c, h, kind) in desired else -1
+    if not moved:
+        return [], set()
+    rows = (
+        HourlyStats.objects.filter(election_id=election_id)
+        .filter(bulk_sql.pairs_in(sorted(moved)))
+        .values_list("id", "constituency_id", "hour", "anomaly_count")
+        .order_by()
+    )
     updates, rejudged = [], set()
-    for h, peers in peers_outside.items():
-        moved = spiking[h] ^ spiked[h]
-        if not moved:
-            continue
-        for i in np.flatnonzero(np.isin(peers.constituency_ids, list(moved))).tolist():
-            c = int(peers.constituency_ids[i])
-            updates.append(
-                (int(peers.ids[i]), int(peers.anomaly_counts[i]) + (c in spiking[h]) - (c in spiked[h]), now)
-            )
+    for pk, c, h, count in rows:
+        if (c, h) in moved:
+            updates.append((pk, count + moved[(c, h)], now))
             rejudged.add(c)
-            voters[c] = int(peers.voters[i])
+    for peers in peers_outside.values():
+        for i in np.flatnonzero(np.isin(peers.constituency_ids, list(rejudged))).tolist():
+            voters[int(peers.constituency_ids[i])] = int(peers.voters[i])
     return updates, rejudged
 
 

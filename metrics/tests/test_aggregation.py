@@ -348,3 +348,17 @@ def test_recompute_query_count_does_not_grow_with_the_election(places, hours, dj
     with django_assert_max_num_queries(FULL_QUERIES):
         metrics_recompute(election_id=t.election.id, scope=Scope.election(), now=now)
     t.check(now)
+
+
+@pytest.mark.django_db
+def test_int_rows_reads_integer_columns_as_the_orm_does():
+    # The flush reads its spike peers with bulk_sql.int_rows: the same values as values_list.
+    t = tracked(voters=(1000, 2500, 70))
+    for i in range(3):
+        t.add(i, VOTE, T0 + timedelta(minutes=5), n=i + 1)
+    t.flush(T0 + 5 * HOUR)
+    query = HourlyStats.objects.filter(election_id=t.election.id).values_list(
+        "constituency_id", "votes_cast", "constituency__registered_voters"
+    )
+    assert sorted(map(tuple, bulk_sql.int_rows(query.order_by()).tolist())) == sorted(query)
+    assert bulk_sql.int_rows(query.filter(hour=T0 + HOUR).order_by()).shape == (0, 3)
