@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 from django.db import transaction
-from django.db.models import Count, F, FloatField, IntegerField, Q, Sum, Value
+from django.db.models import Case, Count, F, FloatField, IntegerField, Q, Sum, Value, When
 from django.utils import timezone
 
 from election_monitor import bulk_sql
@@ -418,20 +418,23 @@ def _load_series(*, election_id: int, scope: Scope, touched: set[int], since: da
 def _load_other_peers(*, election_id: int, touched: set[int], hours: set[datetime]) -> dict[datetime, HourPeers]:
     """Rows of untouched constituencies in the touched hours: the peers a spike is judged against.
 
-    Subtle: one read of plain integers per hour (bulk_sql.int_rows), answered from two
-    indexes alone (hourly_stats_hour_peers, constituency_voters) joined in constituency
-    order: the table's rows of one hour lie on as many pages as it has rows, and decoding
-    them into Python objects cost more than the query (docs/PERFORMANCE.md, "National scale")."""
-    found = {}
-    excluded = np.fromiter(touched, dtype=np.int64, count=len(touched))
-    for h in sorted(hours):
-        rows = bulk_sql.int_rows(
-            HourlyStats.objects.filter(election_id=election_id, hour=h, constituency__election_id=election_id)
-            .values_list("constituency_id", "votes_cast", "constituency__registered_voters")
-            .order_by()
-        )
-        found[h] = HourPeers(*rows[~np.isin(rows[:, 0], excluded)].T)
-    return found
+    Subtle: one read of plain integers (bulk_sql.int_rows), each row's hour as its position
+    in ``hours``, answered from two indexes alone (hourly_stats_hour_peers,
+    constituency_voters): the table's rows of one hour lie on as many pages as it has rows,
+    and decoding them into Python objects cost more than the query (docs/PERFORMANCE.md,
+    "National scale")."""
+    if not hours:
+        return {}
+    hours = sorted(hours)
+    slot = Case(*(When(hour=h, then=Value(i)) for i, h in enumerate(hours)), output_field=IntegerField())
+    rows = bulk_sql.int_rows(
+        HourlyStats.objects.filter(election_id=election_id, hour__in=hours, constituency__election_id=election_id)
+        .annotate(slot=slot if len(hours) > 1 else Value(0, output_field=IntegerField()))
+        .values_list("slot", "constituency_id", "votes_cast", "constituency__registered_voters")
+        .order_by()
+    )
+    rows = rows[~np.isin(rows[:, 1], np.fromiter(touched, dtype=np.int64, count=len(touched)))]
+    return {h: HourPeers(*rows[rows[:, 0] == i, 1:].T) for i, h in enumerate(hours)}
 
 
 def _peer_updates(
