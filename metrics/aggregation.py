@@ -302,9 +302,9 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
         # Episodes follow the anomalies just written: re-derived where flags or hours with data
         # moved, from the earliest changed hour; only their peaks where nothing but a flag's
         # details did. A flush that only adds to a clean bucket has neither
-        # (docs/METRICS.md#how-episodes-are-kept-current).
-        # A spike's details carry its hour's median, MAD and peer count, so a new peer rewrites
-        # every spike of the hour; its episode's peak moves only when its magnitude does.
+        # (docs/METRICS.md#how-episodes-are-kept-current). A spike's details carry its hour's
+        # median, MAD and peer count, so a new peer rewrites every spike of the hour; only a
+        # flag whose magnitude moved can move a peak.
         magnitude_changes = defaultdict(list)
         for key, (weight, details) in desired.items():
             if (
