@@ -10,6 +10,7 @@ which the test suite checks on both databases.
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
+import numpy as np
 from django.core.exceptions import EmptyResultSet
 from django.db import connection, models
 from django.db.models import BooleanField, Q
@@ -365,6 +366,28 @@ def rows_by_key(
             [wanted],
         )
         return {value: tuple(rest) for value, *rest in cursor.fetchall()}
+
+
+def int_rows(queryset) -> np.ndarray:
+    """The rows of a ``values_list`` queryset of integer columns, as one int64 array of
+    shape (rows, columns), with no Python object per value.
+
+    PostgreSQL: the rows come back as one bytea of big-endian int8s (``string_agg`` of
+    ``int8send``), read by numpy as it is: for the 64,000 rows of a national hour, half the
+    time of fetching them as tuples (docs/PERFORMANCE.md, "National scale")."""
+    sql, params = queryset.query.sql_with_params()
+    width = len(queryset.query.values_select) + len(queryset.query.annotation_select)
+    with connection.cursor() as cursor:
+        if not is_postgresql():
+            cursor.execute(sql, params)
+            return np.array(cursor.fetchall(), dtype=np.int64).reshape(-1, width)
+        names = [f"c{i}" for i in range(width)]
+        packed = " || ".join(f"int8send(t.{name})" for name in names)
+        cursor.execute(f"SELECT string_agg({packed}, ''::bytea) FROM ({sql}) AS t({', '.join(names)})", params)
+        data = cursor.fetchone()[0]
+    if data is None:
+        return np.empty((0, width), dtype=np.int64)
+    return np.frombuffer(data, dtype=">i8").astype(np.int64).reshape(-1, width)
 
 
 def derived_writes_tune() -> None:

@@ -128,6 +128,9 @@ class Constituency(models.Model):
                 condition=Q(registered_voters__gt=0), name="constituency_registered_voters_positive"
             ),
         ]
+        # The registered voters of a flush's spike peers, read in id order without the table,
+        # whose rows carry every figure (docs/PERFORMANCE.md, "National scale").
+        indexes = [models.Index(fields=["election", "id", "registered_voters"], name="constituency_voters")]
 
     def __str__(self) -> str:
         return f"{self.code} ({self.name})"

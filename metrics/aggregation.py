@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
+import numpy as np
 from django.db import transaction
 from django.db.models import Case, Count, F, FloatField, IntegerField, Q, Sum, Value, When
 from django.utils import timezone
@@ -134,15 +135,14 @@ class StoredTotals(NamedTuple):
     transactions: int
 
 
-class PeerRow(NamedTuple):
-    """An hourly row of a constituency outside the recount, in an hour whose spikes it judges."""
+class HourPeers(NamedTuple):
+    """The hourly rows of constituencies outside the recount in one hour whose spikes it
+    judges, as parallel integer arrays: a national hour has 96,325 of them, and a Python
+    object per row was most of a one-transaction flush (docs/PERFORMANCE.md, "National scale")."""
 
-    id: int
-    constituency_id: int
-    hour: datetime
-    votes: int
-    anomaly_count: int
-    voters: int  # the constituency's registered voters
+    constituency_ids: np.ndarray
+    votes: np.ndarray
+    voters: np.ndarray  # the constituencies' registered voters
 
 
 AnomalyKey = tuple[int, datetime, str]  # (constituency_id, hour, kind)
@@ -220,7 +220,6 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
         )
         stored_totals = _constituency_rows(election_id=election_id, scope=scope, ids=touched)
         voters = {constituency_id: stored.voters for constituency_id, stored in stored_totals.items()}
-        voters.update((peer.constituency_id, peer.voters) for peer in peers_outside)
 
         # What the recount moves each constituency's totals by: new minus stored figures.
         totals_delta: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
@@ -290,14 +289,15 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
         hourly_rows = _hourly_rows_to_write(
             election_id=election_id, plan=plan, voters=voters, kinds_after=kinds_after, now=now
         )
-        # Peers outside ``touched`` only had their spike re-judged: their other anomalies are
-        # unchanged, so their count moves by exactly the spike that came or went.
-        peer_updates, peers_rejudged = [], set()
-        for peer in peers_outside:
-            spike = (peer.constituency_id, peer.hour, AnomalyKind.VELOCITY_SPIKE)
-            if delta := (spike in desired) - (spike in existing):
-                peer_updates.append((peer.id, peer.anomaly_count + delta, now))
-                peers_rejudged.add(peer.constituency_id)
+        peer_updates, peers_rejudged = _peer_updates(
+            election_id=election_id,
+            touched=touched,
+            peers_outside=peers_outside,
+            desired=desired,
+            existing=existing,
+            voters=voters,
+            now=now,
+        )
 
         _write(
             deleted_ids=plan.deleted_ids,
@@ -313,10 +313,17 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
         # Episodes follow the anomalies just written: re-derived where flags or hours with data
         # moved, from the earliest changed hour; only their peaks where nothing but a flag's
         # details did. A flush that only adds to a clean bucket has neither
-        # (docs/METRICS.md#how-episodes-are-kept-current).
+        # (docs/METRICS.md#how-episodes-are-kept-current). A spike's details carry its hour's
+        # median, MAD and peer count, so a new peer rewrites every spike of the hour; only a
+        # flag whose magnitude moved can move a peak.
         magnitude_changes = defaultdict(list)
         for key, (weight, details) in desired.items():
-            if (stored := existing.get(key)) is not None and stored.details != details and stored.weight == weight:
+            if (
+                (stored := existing.get(key)) is not None
+                and stored.details != details
+                and stored.weight == weight
+                and anomalies.magnitude(key[2], stored.details) != anomalies.magnitude(key[2], details)
+            ):
                 magnitude_changes[key[0]].append((key[1], key[2], stored.details, details))
         episodes_refresh(
             election_id=election_id,
@@ -434,24 +441,64 @@ def _load_series(*, election_id: int, scope: Scope, touched: set[int], since: da
     return plan
 
 
-def _load_other_peers(*, election_id: int, touched: set[int], hours: set[datetime]) -> list[PeerRow]:
+def _load_other_peers(*, election_id: int, touched: set[int], hours: set[datetime]) -> dict[datetime, HourPeers]:
     """Rows of untouched constituencies in the touched hours: the peers a spike is judged against.
 
-    Subtle: each row's hour comes back as its position in ``hours``, not as a timestamp:
-    decoding thousands of timestamptz values into aware datetimes costs more than the query
-    of a one-bucket flush (docs/PERFORMANCE.md)."""
+    Subtle: one read of plain integers (bulk_sql.int_rows), each row's hour as its position
+    in ``hours``, answered from two indexes alone (hourly_stats_hour_peers,
+    constituency_voters): the table's rows of one hour lie on as many pages as it has rows,
+    and decoding them into Python objects cost more than the query (docs/PERFORMANCE.md,
+    "National scale")."""
     if not hours:
-        return []
+        return {}
     hours = sorted(hours)
     slot = Case(*(When(hour=h, then=Value(i)) for i, h in enumerate(hours)), output_field=IntegerField())
-    rows = (
-        HourlyStats.objects.filter(election_id=election_id, hour__in=hours)
-        .exclude(constituency_id__in=sorted(touched))
-        .annotate(slot=slot)
-        .values_list("id", "constituency_id", "slot", "votes_cast", "anomaly_count", "constituency__registered_voters")
+    rows = bulk_sql.int_rows(
+        HourlyStats.objects.filter(election_id=election_id, hour__in=hours, constituency__election_id=election_id)
+        .annotate(slot=slot if len(hours) > 1 else Value(0, output_field=IntegerField()))
+        .values_list("slot", "constituency_id", "votes_cast", "constituency__registered_voters")
         .order_by()
     )
-    return [PeerRow(pk, c, hours[slot], votes, count, voters) for pk, c, slot, votes, count, voters in rows]
+    rows = rows[~np.isin(rows[:, 1], np.fromiter(touched, dtype=np.int64, count=len(touched)))]
+    return {h: HourPeers(*rows[rows[:, 0] == i, 1:].T) for i, h in enumerate(hours)}
+
+
+def _peer_updates(
+    *,
+    election_id: int,
+    touched: set[int],
+    peers_outside: dict[datetime, HourPeers],
+    desired: dict,
+    existing: dict,
+    voters: dict[int, int],
+    now: datetime,
+) -> tuple[list[tuple], set[int]]:
+    """The anomaly counts of peers outside ``touched`` whose spike came or went, and those
+    peers (their registered voters added to ``voters``). Their other anomalies are unchanged,
+    so their count moves by exactly that spike: only those few rows are read again, by key."""
+    if not peers_outside:
+        return [], set()
+    moved: dict[tuple[int, datetime], int] = {}
+    for c, h, kind in desired.keys() ^ existing.keys():
+        if kind == AnomalyKind.VELOCITY_SPIKE and h in peers_outside and c not in touched:
+            moved[(c, h)] = 1 if (c, h, kind) in desired else -1
+    if not moved:
+        return [], set()
+    rows = (
+        HourlyStats.objects.filter(election_id=election_id)
+        .filter(bulk_sql.pairs_in(sorted(moved)))
+        .values_list("id", "constituency_id", "hour", "anomaly_count")
+        .order_by()
+    )
+    updates, rejudged = [], set()
+    for pk, c, h, count in rows:
+        if (c, h) in moved:
+            updates.append((pk, count + moved[(c, h)], now))
+            rejudged.add(c)
+    for peers in peers_outside.values():
+        for i in np.flatnonzero(np.isin(peers.constituency_ids, list(rejudged))).tolist():
+            voters[int(peers.constituency_ids[i])] = int(peers.voters[i])
+    return updates, rejudged
 
 
 def _constituency_rows(*, election_id: int, scope: Scope, ids: set[int]) -> dict[int, StoredTotals]:
@@ -479,7 +526,7 @@ def _desired_anomalies(
     voters: dict[int, int],
     counts: dict[tuple[int, datetime], BucketCount],
     changed_hours: set[datetime],
-    peers_outside: list[PeerRow],
+    peers_outside: dict[datetime, HourPeers],
 ) -> dict[AnomalyKey, tuple[float, dict]]:
     """Every anomaly the rules find in the planned rows (docs/METRICS.md#anomaly-rules)."""
     desired: dict[tuple, tuple[float, dict]] = {}
@@ -512,13 +559,23 @@ def _desired_anomalies(
             kind = AnomalyKind.OUTSIDE_VOTING_WINDOW
             desired[(c, h, kind)] = (anomalies.weight(kind), details)
 
-    for peer in peers_outside:
-        peers[peer.hour][peer.constituency_id] = (peer.votes, voters[peer.constituency_id])
     spike_weight = anomalies.weight(AnomalyKind.VELOCITY_SPIKE)
     for h, hour_peers in peers.items():
-        for c, details in anomalies.velocity_spikes(hour_peers).items():
+        if (outside := peers_outside.get(h)) is None:
+            spikes = anomalies.velocity_spikes(hour_peers)
+        else:
+            spikes = anomalies.hour_spikes(
+                np.concatenate([_ints(hour_peers), outside.constituency_ids]),
+                np.concatenate([_ints(votes for votes, _ in hour_peers.values()), outside.votes]),
+                np.concatenate([_ints(n for _, n in hour_peers.values()), outside.voters]),
+            )
+        for c, details in spikes.items():
             desired[(c, h, AnomalyKind.VELOCITY_SPIKE)] = (spike_weight, details)
     return desired
+
+
+def _ints(values) -> np.ndarray:
+    return np.fromiter(values, dtype=np.int64)
 
 
 class StoredAnomaly(NamedTuple):

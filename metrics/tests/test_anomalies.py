@@ -1,9 +1,12 @@
 """metrics.anomalies: each rule of docs/METRICS.md firing and not firing, alone and through a
 real ingest and recompute; and the anomaly score."""
 
+import statistics
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from elections.models import Constituency
 from elections.services import election_save
@@ -85,6 +88,30 @@ def test_velocity_spike_compares_shares_of_the_register_not_raw_votes():
     # 40 votes of a 10,000-voter place is a smaller share than 1 vote of a 100-voter one.
     peers = {0: (1, 100), 1: (1, 100), 2: (1, 100), 3: (1, 100), 4: (40, 10_000)}
     assert anomalies.velocity_spikes(peers) == {}
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 400), st.integers(1, 5000)) | st.tuples(st.integers(0, 40), st.just(1000)),
+        min_size=5,
+        max_size=60,
+    )
+)
+def test_velocity_spikes_match_the_plain_rule_to_the_last_bit(rows):
+    # The vectorised rule against docs/METRICS.md#velocity_spike written with
+    # statistics.median: the same spikes, and details equal as floats, not approximately.
+    peers = dict(enumerate(rows))
+    shares = {c: votes / voters for c, (votes, voters) in peers.items()}
+    m = statistics.median(shares.values())
+    mad = statistics.median([abs(x - m) for x in shares.values()])
+    expected = {
+        c: {"votes": peers[c][0], "share": x, "median": m, "mad": mad, "peers": len(peers)}
+        for c, x in shares.items()
+        if x - m > 5 * 1.4826 * mad and peers[c][0] >= 20
+    }
+    found = anomalies.velocity_spikes(peers)
+    assert found == expected
+    assert all(type(value) is type(expected[c][name]) for c in found for name, value in found[c].items())
 
 
 def test_thresholds_and_weights_are_settings(settings):
