@@ -107,7 +107,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("what", choices=["cached-read", "flush"])
     parser.add_argument("--election", default=BIG_ELECTION, help="code of a generated election")
-    parser.add_argument("--path", choices=["election", "summary", "static"], default="election", help="cached-read only")
+    parser.add_argument(
+        "--path", choices=["election", "summary", "static"], default="election", help="cached-read only"
+    )
     parser.add_argument("--requests", type=int, default=1000, help="cached-read: requests per repeat")
     parser.add_argument("--batch", type=int, default=400, help="flush: transactions ingested before each flush")
     parser.add_argument("--repeats", type=int, default=5)
