@@ -198,7 +198,7 @@ class MetricsCache:
         remembered = _entries_seen.get((self.alias, key))
         if remembered is not None and remembered[3] > time.time():
             try:
-                published = None if version_key is None else self.backend.get(version_key)
+                published = None if version_key is None else self.backend.tracked_get(version_key)
             except Exception:
                 logger.warning("cache get failed for %s; answering from the database", key, exc_info=True)
                 return version_of(None), None

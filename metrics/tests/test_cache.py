@@ -175,19 +175,20 @@ def spied_calls(backend, names=("get", "get_many", "add", "set")):
 
 @pytest.mark.django_db
 def test_a_hit_on_an_entry_this_process_read_fetches_only_the_published_version(django_assert_num_queries):
-    """The process keeps the entry it read; a hit then moves the tiny version key, not the
-    whole entry (docs/PERFORMANCE.md, cached reads)."""
+    """The process keeps the entry it read; a hit then asks only for the published version
+    (on Redis, answered in process until Redis invalidates it: election_monitor.tracked_reads),
+    not for the whole entry (docs/PERFORMANCE.md, item 6)."""
     election = ElectionFactory()
     metrics_cache.election_read(election.id, "x", lambda: {"value": 1}, 60)  # computed
     metrics_cache.election_read(election.id, "x", lambda: {"value": 2}, 60)  # read from the cache
-    calls, undo = spied_calls(metrics_cache.backend)
+    calls, undo = spied_calls(metrics_cache.backend, ("get", "get_many", "add", "set", "tracked_get"))
     try:
         with django_assert_num_queries(0):
             cached = metrics_cache.election_read(election.id, "x", lambda: {"value": 3}, 60)
     finally:
         undo()
     assert (cached.value, cached.hit) == ({"value": 1}, True)
-    assert calls == [("get", metrics_cache._version_key(election.id))]
+    assert calls == [("tracked_get", metrics_cache._version_key(election.id))]
 
 
 @pytest.mark.django_db
