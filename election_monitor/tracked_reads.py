@@ -8,6 +8,9 @@ the connection has received, a poll that does not wait, so a read that starts af
 was acknowledged to anyone answers the written value: on a shared Redis as fresh as a GET,
 without the round trip.
 
+Meant for keys stored without expiry (figures versions): Redis announces an expiry only when
+it removes the key, which for a key nobody reads may come later than its TTL.
+
 Whatever is unusual makes the read an ordinary ``get``: a cache that is not django-redis,
 a connection another thread is using. Any error closes the connection and forgets every
 value, and is raised to the caller (a failed cache read, as a failed GET would be).
@@ -59,9 +62,8 @@ class TrackedReads:
             return self._values[name]
         connection.send_command("GET", name)
         raw = connection.read_response()
-        if raw is None:
-            return None  # not remembered: Redis tracks keys, absent ones are simply read again
-        value = client.decode(raw)
+        # An absent key is remembered too: Redis tracks the keys read, whether they exist or not.
+        value = None if raw is None else client.decode(raw)
         if len(self._values) >= VALUES_MAX:
             self._values.clear()
         self._values[name] = value

@@ -28,16 +28,19 @@ def redis_cache():
     other.close()
 
 
-def test_a_value_read_once_is_answered_without_a_round_trip(redis_cache):
+@pytest.mark.parametrize("stored", [7, None], ids=["present", "absent"])
+def test_a_value_read_once_is_answered_without_a_round_trip(redis_cache, stored):
     backend, _ = redis_cache
-    backend.set(KEY, 7, None)
-    assert tracked_reads.get(backend, KEY) == 7
+    backend.delete(KEY)
+    if stored is not None:
+        backend.set(KEY, stored, None)
+    assert tracked_reads.get(backend, KEY) == stored
     connection = tracked_reads._connection
     sent = []
     original = connection.send_command
     connection.send_command = lambda *args, **kwargs: (sent.append(args), original(*args, **kwargs))[1]
     try:
-        assert [tracked_reads.get(backend, KEY) for _ in range(5)] == [7] * 5
+        assert [tracked_reads.get(backend, KEY) for _ in range(5)] == [stored] * 5
     finally:
         del connection.send_command
     assert sent == []
@@ -59,6 +62,14 @@ def test_a_change_by_another_client_is_seen_by_the_next_read(redis_cache, change
     change(other, str(backend.client.make_key(KEY)))  # acknowledged before the next read starts
     assert tracked_reads.get(backend, KEY) == backend.get(KEY)
     assert tracked_reads.get(backend, KEY) != 7
+
+
+def test_an_absent_key_written_by_another_client_is_seen_by_the_next_read(redis_cache):
+    backend, other = redis_cache
+    backend.delete(KEY)
+    assert tracked_reads.get(backend, KEY) is None
+    other.set(str(backend.client.make_key(KEY)), 9)
+    assert tracked_reads.get(backend, KEY) == 9
 
 
 def test_a_failing_redis_is_an_error_and_forgets_every_value(redis_cache, hanging, settings):
