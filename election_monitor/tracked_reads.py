@@ -33,6 +33,8 @@ class TrackedReads:
         self._server: tuple | None = None  # where the connection goes, to notice a new cache
         self._pid: int | None = None
         self._values: dict[str, Any] = {}
+        self._client = None  # the django-redis client last read through, and its key names
+        self._names: dict[str, str] = {}
 
     def get(self, backend, key: str) -> Any:
         """The value of ``key`` in ``backend`` (a Django cache), None if absent."""
@@ -48,14 +50,17 @@ class TrackedReads:
 
     def close(self) -> None:
         self._values.clear()
+        self._client = None
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.deregister_connect_callback(self._connected)
             connection.disconnect()
 
     def _get(self, client, key: str) -> Any:
-        name = str(client.make_key(key))
         connection = self._connection_to(client)
+        name = self._names.get(key)
+        if name is None:
+            name = self._names[key] = str(client.make_key(key))
         while connection.can_read():  # invalidations received since the last read
             connection.read_response(push_request=True)
         if name in self._values:
@@ -66,10 +71,13 @@ class TrackedReads:
         value = None if raw is None else client.decode(raw)
         if len(self._values) >= VALUES_MAX:
             self._values.clear()
+            self._names.clear()
         self._values[name] = value
         return value
 
     def _connection_to(self, client) -> Connection:
+        if client is self._client and self._connection is not None and self._pid == os.getpid():
+            return self._connection
         kwargs = client.get_client(write=False).connection_pool.connection_kwargs
         server = tuple(sorted((k, v) for k, v in kwargs.items() if isinstance(v, str | int | float | None)))
         if self._connection is not None and (self._server != server or self._pid != os.getpid()):
@@ -80,6 +88,7 @@ class TrackedReads:
             connection.register_connect_callback(self._connected)
             self._connection, self._server, self._pid = connection, server, os.getpid()
             connection.connect()
+        self._client, self._names = client, {}  # key names depend on the cache's prefix
         return self._connection
 
     def _connected(self, connection: Connection) -> None:
