@@ -12,16 +12,20 @@ Meant for keys stored without expiry (figures versions): Redis announces an expi
 it removes the key, which for a key nobody reads may come later than its TTL.
 
 Whatever is unusual makes the read an ordinary ``get``: a cache that is not django-redis,
-a connection another thread is using. Any error closes the connection and forgets every
+a connection another thread is using, a Redis that refuses RESP3 or tracking (before 6.0). Any error closes the connection and forgets every
 value, and is raised to the caller (a failed cache read, as a failed GET would be).
 """
 
+import logging
 import os
 import threading
 from typing import Any
 
 from django_redis.cache import RedisCache
 from redis.connection import Connection
+from redis.exceptions import ResponseError
+
+logger = logging.getLogger(__name__)
 
 VALUES_MAX = 4096  # keys remembered per process; cleared when full (forgetting is always safe)
 
@@ -35,13 +39,20 @@ class TrackedReads:
         self._values: dict[str, Any] = {}
         self._client = None  # the django-redis client last read through, and its key names
         self._names: dict[str, str] = {}
+        self._unsupported = False
 
     def get(self, backend, key: str) -> Any:
         """The value of ``key`` in ``backend`` (a Django cache), None if absent."""
-        if not isinstance(backend, RedisCache) or not self._lock.acquire(blocking=False):
+        if self._unsupported or not isinstance(backend, RedisCache) or not self._lock.acquire(blocking=False):
             return backend.get(key)
         try:
             return self._get(backend.client, key)
+        except ResponseError:
+            # A Redis without RESP3 or tracking (before 6.0) refuses the handshake: read as usual.
+            logger.warning("Redis refused client-side caching; reading versions with GET", exc_info=True)
+            self._unsupported = True
+            self.close()
+            return backend.get(key)
         except Exception:
             self.close()
             raise

@@ -13,8 +13,9 @@ retires every entry of its election in every process, whatever happens to the ca
   they see it at once; if that write fails, the memo still bounds the staleness;
 - dashboards (all elections) compare against a fingerprint of every election's version;
 - a process keeps a copy of each entry it read until the entry's own expiry, and uses it
-  only while its version is still the current one: a hit then fetches the tiny published
-  version instead of the whole entry, and is exactly as fresh.
+  only while its version is still the current one: a hit then asks only for the published
+  version, which on Redis is answered in process until Redis pushes its invalidation
+  (election_monitor.tracked_reads), so it is exactly as fresh without a round trip.
 
 A cache outage is never an error: every operation degrades to a miss, logged, and the
 caller answers from the database.
@@ -187,8 +188,9 @@ class MetricsCache:
 
         One round trip: the published version and the entry together; or, when this process
         already holds the entry (read from the cache before, until its expiry), the published
-        version alone, the tiny key, so a hit does not move and unpickle the whole value again
-        (docs/PERFORMANCE.md, cached reads). An entry computed under a version never changes
+        version alone, a tracked read that Redis invalidates when anyone writes it, so a hit
+        makes no round trip and does not unpickle the whole value again (docs/PERFORMANCE.md,
+        item 6). An entry computed under a version never changes
         (a new computation is a new version or follows its expiry), so the copy is the cached
         entry itself. A cache that fails to answer the version is a miss, never an answer
         from the copy. Dashboards have no published version: their copy is checked against
