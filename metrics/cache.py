@@ -9,8 +9,8 @@ retires every entry of its election in every process, whatever happens to the ca
 - the version is read from the database at most once per METRICS_VERSION_RECHECK_SECONDS
   per process (a memo), so a reader is never staler than that plus the flush;
 - after commit a recompute also publishes the new version into the cache (one key per
-  election), which readers fetch together with the entry, so on a shared cache (Redis)
-  they see it at once; if that write fails, the memo still bounds the staleness;
+  election), which readers check on every read, so on a shared cache (Redis) they see
+  it at once; if that write fails, the memo still bounds the staleness;
 - dashboards (all elections) compare against a fingerprint of every election's version;
 - a process keeps a copy of each entry it read until the entry's own expiry, and uses it
   only while its version is still the current one: a hit then asks only for the published
@@ -153,8 +153,8 @@ class MetricsCache:
         )
 
     def _read(self, version_key: str | None, key: str, version_of, compute: Callable[[], Any], ttl) -> "CachedRead":
-        """A hit is one cache round trip (_entry_get); the entry, stored as (version, ETag,
-        value, expires at), counts only if computed under the current version
+        """A hit is at most one cache round trip (_entry_get); the entry, stored as (version,
+        ETag, value, expires at), counts only if computed under the current version
         (``version_of(published version)``).
 
         Subtle: the version an entry is stored under is the one read *before* its
@@ -190,10 +190,10 @@ class MetricsCache:
         already holds the entry (read from the cache before, until its expiry), the published
         version alone, a tracked read that Redis invalidates when anyone writes it, so a hit
         makes no round trip and does not unpickle the whole value again (docs/PERFORMANCE.md,
-        item 6). An entry computed under a version never changes
-        (a new computation is a new version or follows its expiry), so the copy is the cached
-        entry itself. A cache that fails to answer the version is a miss, never an answer
-        from the copy. Dashboards have no published version: their copy is checked against
+        item 6). An entry computed under a version never changes (a new computation is a new
+        version or follows its expiry), so the copy is the cached entry itself, shared by
+        every caller of the process: cached values are never mutated. A cache that fails to
+        answer the version is a miss, never an answer from the copy. Dashboards have no published version: their copy is checked against
         the same per-process fingerprint memo the cached entry would be, so its hit asks
         the cache nothing at all, and is as fresh as before (within the recheck).
         """
