@@ -12,8 +12,9 @@ Meant for keys stored without expiry (figures versions): Redis announces an expi
 it removes the key, which for a key nobody reads may come later than its TTL.
 
 Whatever is unusual makes the read an ordinary ``get``: a cache that is not django-redis,
-a connection another thread is using, a Redis that refuses RESP3 or tracking (before 6.0). Any error closes the connection and forgets every
-value, and is raised to the caller (a failed cache read, as a failed GET would be).
+a connection another thread is using, a Redis that refuses RESP3 or tracking (before 6.0).
+Any other error closes the connection and forgets every value, and is raised to the caller
+(a failed cache read, as a failed GET would be).
 """
 
 import logging
