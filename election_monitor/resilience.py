@@ -19,6 +19,8 @@ from typing import Any
 
 from django.conf import settings
 
+from election_monitor.tracked_reads import tracked_reads
+
 logger = logging.getLogger(__name__)
 
 
@@ -120,6 +122,11 @@ class GuardedCache:
     def __init__(self, backend, guard: CircuitBreaker):
         self._backend = backend
         self._guard = guard
+
+    def tracked_get(self, key: str) -> Any:
+        """``get`` answered in process until Redis says the key changed
+        (election_monitor.tracked_reads): for small keys read on every request."""
+        return self._guard.call(tracked_reads.get, self._backend, key)
 
     def __getattr__(self, name: str):
         attribute = getattr(self._backend, name)

@@ -9,9 +9,13 @@ retires every entry of its election in every process, whatever happens to the ca
 - the version is read from the database at most once per METRICS_VERSION_RECHECK_SECONDS
   per process (a memo), so a reader is never staler than that plus the flush;
 - after commit a recompute also publishes the new version into the cache (one key per
-  election), which readers fetch together with the entry, so on a shared cache (Redis)
-  they see it at once; if that write fails, the memo still bounds the staleness;
-- dashboards (all elections) compare against a fingerprint of every election's version.
+  election), which readers check on every read, so on a shared cache (Redis) they see
+  it at once; if that write fails, the memo still bounds the staleness;
+- dashboards (all elections) compare against a fingerprint of every election's version;
+- a process keeps a copy of each entry it read until the entry's own expiry, and uses it
+  only while its version is still the current one: a hit then asks only for the published
+  version, which on Redis is answered in process until Redis pushes its invalidation
+  (election_monitor.tracked_reads), so it is exactly as fresh without a round trip.
 
 A cache outage is never an error: every operation degrades to a miss, logged, and the
 caller answers from the database.
@@ -20,6 +24,7 @@ caller answers from the database.
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -148,9 +153,9 @@ class MetricsCache:
         )
 
     def _read(self, version_key: str | None, key: str, version_of, compute: Callable[[], Any], ttl) -> "CachedRead":
-        """A hit is one cache round trip (the published version and the entry together);
-        the entry, stored as (version, ETag, value), counts only if computed under the
-        current version (``version_of(published version)``).
+        """A hit is at most one cache round trip (_entry_get); the entry, stored as (version,
+        ETag, value, expires at), counts only if computed under the current version
+        (``version_of(published version)``).
 
         Subtle: the version an entry is stored under is the one read *before* its
         computation read the database, so a recompute that commits meanwhile makes the
@@ -163,31 +168,61 @@ class MetricsCache:
         seen = {}
 
         def fetch():
-            published, entry = self._entry_get(version_key, key)
-            seen["version"] = version_of(published)
-            if entry is None or entry[0] != seen["version"]:
-                return MISS
-            return entry
+            seen["version"], entry = self._entry_get(version_key, key, version_of)
+            return MISS if entry is None else entry
 
-        def stamped() -> tuple[Any, str, Any]:
+        def stamped() -> tuple[int, str, Any, float]:
             version = seen["version"]
             text = f"{key}|{version}|{time.time_ns()}"
-            return version, '"' + hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:32] + '"', compute()
+            etag = '"' + hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:32] + '"'
+            value = compute()
+            seconds = seen["ttl"] = ttl(value) if callable(ttl) else ttl
+            # Wall clock, as the cache's own expiry: a process's copy never outlives the entry.
+            return version, etag, value, math.inf if seconds is None else time.time() + seconds
 
-        entry_ttl = (lambda entry: ttl(entry[2])) if callable(ttl) else ttl
-        (_, etag, value), hit = self._compute_once(key, fetch, stamped, entry_ttl)
+        (_, etag, value, _), hit = self._compute_once(key, fetch, stamped, lambda _: seen["ttl"])
         return CachedRead(value=value, hit=hit, etag=etag)
 
-    def _entry_get(self, version_key: str | None, key: str) -> tuple[Any, Any]:
-        """(published version or None, stored entry or None) in one round trip."""
+    def _entry_get(self, version_key: str | None, key: str, version_of) -> tuple[Any, tuple | None]:
+        """(current version, the entry if computed under it and unexpired, else None).
+
+        One round trip: the published version and the entry together; or, when this process
+        already holds the entry (read from the cache before, until its expiry), the published
+        version alone, a tracked read that Redis invalidates when anyone writes it, so a hit
+        makes no round trip and does not unpickle the whole value again (docs/PERFORMANCE.md,
+        item 6). An entry computed under a version never changes (a new computation is a new
+        version or follows its expiry), so the copy is the cached entry itself, shared by
+        every caller of the process: cached values are never mutated. A cache that fails to
+        answer the version is a miss, never an answer from the copy. Dashboards have no published version: their copy is checked against
+        the same per-process fingerprint memo the cached entry would be, so its hit asks
+        the cache nothing at all, and is as fresh as before (within the recheck).
+        """
+        remembered = _entries_seen.get((self.alias, key))
+        if remembered is not None and remembered[3] > time.time():
+            try:
+                published = None if version_key is None else self.backend.tracked_get(version_key)
+            except Exception:
+                logger.warning("cache get failed for %s; answering from the database", key, exc_info=True)
+                return version_of(None), None
+            version = version_of(published)
+            if remembered[0] == version:
+                return version, remembered
         try:
             if version_key is None:
-                return None, self.backend.get(key)
-            found = self.backend.get_many([version_key, key])
+                published, entry = None, self.backend.get(key)
+            else:
+                found = self.backend.get_many([version_key, key])
+                published, entry = found.get(version_key), found.get(key)
         except Exception:
             logger.warning("cache get failed for %s; answering from the database", key, exc_info=True)
-            return None, None
-        return found.get(version_key), found.get(key)
+            return version_of(None), None
+        version = version_of(published)
+        if entry is None or entry[0] != version or entry[3] <= time.time():
+            return version, None
+        if len(_entries_seen) >= ENTRIES_MAX:
+            _entries_seen.clear()
+        _entries_seen[(self.alias, key)] = entry
+        return version, entry
 
     @staticmethod
     def _memo(name: tuple, read: Callable[[], Any]) -> Any:
@@ -202,8 +237,10 @@ class MetricsCache:
 
     @staticmethod
     def versions_forget() -> None:
-        """Drop this process's memo of versions (the next read asks the database)."""
+        """Drop this process's memo of versions (the next read asks the database) and its
+        copies of entries (the next read fetches them from the cache)."""
         _versions_seen.clear()
+        _entries_seen.clear()
 
     def election_version_bump(self, election_id: int) -> None:
         """Raise the election's version inside the recompute's transaction; publish it to
@@ -230,11 +267,16 @@ class MetricsCache:
         text = json.dumps(params, sort_keys=True, default=str)
         return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
 
+    # Entries are (version, ETag, value, expires at) since the expiry joined them; the format
+    # is in their keys, so a process still running the code of (version, ETag, value) never
+    # reads one (and never serves a tuple it cannot unpack).
+    ENTRY_FORMAT = "e2"
+
     def election_key(self, election_id: int, name: str, **params) -> str:
-        return f"metrics:election:{election_id}:{name}:{self._params(params)}"
+        return f"metrics:election:{election_id}:{name}:{self._params(params)}:{self.ENTRY_FORMAT}"
 
     def global_key(self, name: str, **params) -> str:
-        return f"metrics:global:{name}:{self._params(params)}"
+        return f"metrics:global:{name}:{self._params(params)}:{self.ENTRY_FORMAT}"
 
     def ttl_for(self, status: str) -> int:
         """Short while an election can still change; long once it is closed (a recompute
@@ -278,6 +320,10 @@ metrics_cache = MetricsCache()
 
 # name -> (expires at, monotonic clock; version): this process's memo of stored versions.
 _versions_seen: dict[tuple, tuple[float, Any]] = {}
+# (cache alias, key) -> entry (version, ETag, value, expires at): this process's copies of the
+# entries it read from the cache (MetricsCache._entry_get); cleared when full.
+ENTRIES_MAX = 512
+_entries_seen: dict[tuple, tuple] = {}
 
 
 def election_version_stored(election_id: int) -> int | None:

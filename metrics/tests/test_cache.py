@@ -13,7 +13,7 @@ from django.utils import timezone as dj_timezone
 
 from elections.tests.factories import ElectionFactory
 from metrics import selectors
-from metrics.cache import MetricsCache, metrics_cache
+from metrics.cache import MetricsCache, election_version_raise, metrics_cache
 from metrics.tests.test_selectors import ingest_and_recompute, seeded_election
 
 # A real Redis server address where nothing listens: connections are refused, as in an outage.
@@ -144,6 +144,89 @@ def test_a_cached_read_is_one_round_trip(django_assert_num_queries):
             delattr(backend, name)
     assert (cached.value, cached.hit) == ({"value": 1}, True)
     assert calls == ["get_many"]
+
+
+def spied_calls(backend, names=("get", "get_many", "add", "set")):
+    """Installs spies on the backend's methods; returns (calls as (name, first argument), undo)."""
+    calls, depth = [], []
+
+    def spy(name, original):
+        def call(*args, **kwargs):
+            if not depth:  # the local-memory backend's get_many calls its own get
+                calls.append((name, args[0] if args else None))
+            depth.append(name)
+            try:
+                return original(*args, **kwargs)
+            finally:
+                depth.pop()
+
+        return call
+
+    for name in names:
+        setattr(backend, name, spy(name, getattr(backend, name)))
+
+    def undo():
+        for name in names:
+            delattr(backend, name)
+
+    return calls, undo
+
+
+@pytest.mark.django_db
+def test_a_hit_on_an_entry_this_process_read_fetches_only_the_published_version(django_assert_num_queries):
+    """The process keeps the entry it read; a hit then asks only for the published version
+    (on Redis, answered in process until Redis invalidates it: election_monitor.tracked_reads),
+    not for the whole entry (docs/PERFORMANCE.md, item 6)."""
+    election = ElectionFactory()
+    metrics_cache.election_read(election.id, "x", lambda: {"value": 1}, 60)  # computed
+    metrics_cache.election_read(election.id, "x", lambda: {"value": 2}, 60)  # read from the cache
+    calls, undo = spied_calls(metrics_cache.backend, ("get", "get_many", "add", "set", "tracked_get"))
+    try:
+        with django_assert_num_queries(0):
+            cached = metrics_cache.election_read(election.id, "x", lambda: {"value": 3}, 60)
+    finally:
+        undo()
+    assert (cached.value, cached.hit) == ({"value": 1}, True)
+    assert calls == [("tracked_get", metrics_cache._version_key(election.id))]
+
+
+@pytest.mark.django_db
+def test_a_version_published_by_another_process_retires_the_kept_entry_at_once():
+    """Another process's recompute does not clear this process's memos: the published
+    version alone must make the kept entry stale, on the next read."""
+    election = ElectionFactory()
+    reads = [metrics_cache.election_read(election.id, "x", lambda: "old", 60) for _ in range(3)]
+    assert [r.hit for r in reads] == [False, True, True]
+    # What election_version_bump does in another process: the database, then the cache.
+    version = election_version_raise(election.id)
+    metrics_cache.set(metrics_cache._version_key(election.id), version, None)
+    fresh = metrics_cache.election_read(election.id, "x", lambda: "new", 60)
+    assert (fresh.value, fresh.hit, fresh.etag != reads[0].etag) == ("new", False, True)
+
+
+@pytest.mark.django_db
+def test_a_kept_entry_expires_with_the_cached_one():
+    election = ElectionFactory()
+    for _ in range(2):
+        metrics_cache.election_read(election.id, "x", lambda: "first", 1)
+    metrics_cache.global_read("g", lambda: "first", 1)
+    metrics_cache.global_read("g", lambda: "first", 1)
+    time.sleep(1.2)
+    assert metrics_cache.election_read(election.id, "x", lambda: "second", 1).value == "second"
+    assert metrics_cache.global_read("g", lambda: "second", 1).value == "second"
+
+
+@pytest.mark.django_db
+def test_with_the_cache_failing_a_kept_entry_is_not_served(settings):
+    """An election read that cannot ask the cache for the published version cannot know the
+    kept entry is current: a miss, answered from the database, as without the copy."""
+    election = ElectionFactory()
+    for _ in range(2):
+        metrics_cache.election_read(election.id, "x", lambda: "kept", 60)
+    settings.CACHES = UNREACHABLE_REDIS
+    assert MetricsCache().add("probe", 1, 5) is None  # really unreachable
+    cached = metrics_cache.election_read(election.id, "x", lambda: "from the database", 60)
+    assert (cached.value, cached.hit) == ("from the database", False)
 
 
 @pytest.mark.django_db
