@@ -305,6 +305,10 @@ def rows_from_starts(
     return list(model.objects.filter(clauses, **where).values_list(*fields).order_by())
 
 
+# PostgreSQL's wire protocol counts a statement's parameters in 16 bits.
+SERVER_BOUND_PARAMETERS_MAX = 65_535
+
+
 def rows_fetch(queryset) -> list[tuple]:
     """Every row of a ``values_list`` queryset of plain columns, as the driver decodes them
     (no field converters run, so no JSON or other converted fields).
@@ -313,7 +317,9 @@ def rows_fetch(queryset) -> list[tuple]:
     text the server formats every value and Django's timestamptz loader is a Python call per
     value: for the 111,000 buckets of a full recount that cost more than the scan's CPU
     (docs/PERFORMANCE.md, full recompute). The cursor is wrapped as Django wraps its own,
-    so query logging and execute wrappers still see the statement."""
+    so query logging and execute wrappers still see the statement. Binding on the server
+    allows at most 65,535 parameters: a statement with more (an IN list over most of a
+    national election's constituencies) is fetched as Django fetches it."""
     if not is_postgresql():
         return list(queryset)
     from psycopg import Cursor, pq
@@ -322,6 +328,8 @@ def rows_fetch(queryset) -> list[tuple]:
         sql, params = queryset.query.sql_with_params()
     except EmptyResultSet:  # a filter that matches nothing, e.g. an empty IN list
         return []
+    if len(params) > SERVER_BOUND_PARAMETERS_MAX:
+        return list(queryset)
     connection.ensure_connection()
     raw = Cursor(connection.connection)
     raw.format = pq.Format.BINARY

@@ -12,23 +12,33 @@ Meant for keys stored without expiry (figures versions): Redis announces an expi
 it removes the key, which for a key nobody reads may come later than its TTL.
 
 Whatever is unusual makes the read an ordinary ``get``: a cache that is not django-redis,
-a connection another thread is using, a Redis that refuses RESP3 or tracking (before 6.0).
-Any other error closes the connection and forgets every value, and is raised to the caller
-(a failed cache read, as a failed GET would be).
+a connection another thread is using, a connection that is not plain TCP (a Unix socket,
+TLS, Sentinel: their pools know how to reach the server, this module does not), a server
+that refuses RESP3 or tracking (before 6.0, or a proxy). A tracked connection the server
+closed (a restart, its idle timeout) is opened again once. A hung server is raised to the
+caller at once (a failed cache read, as a failed GET would be), and every error forgets every
+remembered value.
 """
 
 import logging
 import os
 import threading
+import weakref
 from typing import Any
 
 from django_redis.cache import RedisCache
 from redis.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 logger = logging.getLogger(__name__)
 
 VALUES_MAX = 4096  # keys remembered per process; cleared when full (forgetting is always safe)
+
+
+class Untrackable(Exception):
+    """The cache's connections are not plain TCP: the tracked connection could not reach it."""
 
 
 class TrackedReads:
@@ -40,25 +50,45 @@ class TrackedReads:
         self._values: dict[str, Any] = {}
         self._client = None  # the django-redis client last read through, and its key names
         self._names: dict[str, str] = {}
-        self._unsupported = False
+        # Caches (their django-redis clients) whose server could not be tracked.
+        self._untrackable = weakref.WeakSet()
 
     def get(self, backend, key: str) -> Any:
         """The value of ``key`` in ``backend`` (a Django cache), None if absent."""
-        if self._unsupported or not isinstance(backend, RedisCache) or not self._lock.acquire(blocking=False):
+        if (
+            not isinstance(backend, RedisCache)
+            or backend.client in self._untrackable
+            or not self._lock.acquire(blocking=False)
+        ):
             return backend.get(key)
         try:
+            return self._tracked_get(backend, key, retry=True)
+        finally:
+            self._lock.release()
+
+    def _tracked_get(self, backend, key: str, *, retry: bool) -> Any:
+        fresh = self._connection is None
+        try:
             return self._get(backend.client, key)
-        except ResponseError:
-            # A Redis without RESP3 or tracking (before 6.0) refuses the handshake: read as usual.
-            logger.warning("Redis refused client-side caching; reading versions with GET", exc_info=True)
-            self._unsupported = True
+        except RedisTimeoutError:
             self.close()
-            return backend.get(key)
+            raise  # a hung server: the caller's circuit breaker opens, as for any GET
+        except (RedisConnectionError, ResponseError, Untrackable) as error:
+            self.close()
+            if not fresh and retry:
+                # Closed by the server (a restart, its idle timeout, a proxy): once more, anew.
+                return self._tracked_get(backend, key, retry=False)
+            failure = error
         except Exception:
             self.close()
             raise
-        finally:
-            self._lock.release()
+        # No tracked connection could be set up. An ordinary GET says whether the server is
+        # there (else it raises, as it would have without this module); if it is, tracking
+        # is what does not work with this cache, for the life of the process.
+        value = backend.get(key)
+        logger.warning("client-side caching unavailable (%r); reading versions with GET", failure)
+        self._untrackable.add(backend.client)
+        return value
 
     def close(self) -> None:
         self._values.clear()
@@ -90,7 +120,10 @@ class TrackedReads:
     def _connection_to(self, client) -> Connection:
         if client is self._client and self._connection is not None and self._pid == os.getpid():
             return self._connection
-        kwargs = client.get_client(write=False).connection_pool.connection_kwargs
+        pool = client.get_client(write=False).connection_pool
+        if pool.connection_class is not Connection:
+            raise Untrackable(pool.connection_class.__name__)
+        kwargs = pool.connection_kwargs
         server = tuple(sorted((k, v) for k, v in kwargs.items() if isinstance(v, str | int | float | None)))
         if self._connection is not None and (self._server != server or self._pid != os.getpid()):
             self.close()  # another cache (settings changed), or a forked child of the process
@@ -109,7 +142,7 @@ class TrackedReads:
         connection._parser.set_invalidation_push_handler(self._invalidated)
         connection.send_command("CLIENT", "TRACKING", "ON")
         if connection.read_response() != b"OK":
-            raise ConnectionError("Redis refused CLIENT TRACKING")
+            raise ResponseError("Redis refused CLIENT TRACKING")
 
     def _invalidated(self, message: list) -> None:
         keys = message[1] if len(message) > 1 else None

@@ -193,9 +193,12 @@ class MetricsCache:
         item 6). An entry computed under a version never changes (a new computation is a new
         version or follows its expiry), so the copy is the cached entry itself, shared by
         every caller of the process: cached values are never mutated. A cache that fails to
-        answer the version is a miss, never an answer from the copy. Dashboards have no published version: their copy is checked against
-        the same per-process fingerprint memo the cached entry would be, so its hit asks
-        the cache nothing at all, and is as fresh as before (within the recheck).
+        answer the version is a miss, never an answer from the copy; a tracked connection that
+        died without a word answers its remembered version, and the database version re-read
+        every METRICS_VERSION_RECHECK_SECONDS still bounds that. Dashboards have no published
+        version: their copy is checked against the same per-process fingerprint memo the
+        cached entry would be, so its hit asks the cache nothing at all, and is as fresh as
+        before (within the recheck).
         """
         remembered = _entries_seen.get((self.alias, key))
         if remembered is not None and remembered[3] > time.time():

@@ -8,10 +8,15 @@ import pytest
 import redis
 from django.core.cache import caches
 
+from election_monitor.resilience import guarded_cache
 from election_monitor.tracked_reads import tracked_reads
 from metrics.tests.fixtures import redis_cache_settings
 
 KEY = "tracked-reads:test"
+
+# A real Redis: run with the services, as the worker tests are (deselected on the embedded
+# default, where the cache is local memory).
+pytestmark = pytest.mark.worker
 
 
 @pytest.fixture
@@ -89,3 +94,40 @@ def test_other_caches_are_read_as_usual(settings):
     assert tracked_reads.get(backend, KEY) == 7
     backend.set(KEY, 8, None)
     assert tracked_reads.get(backend, KEY) == 8
+
+
+class ProxiedConnection(redis.connection.Connection):
+    """A connection class of the pool's own (as a Unix socket, TLS or Sentinel pool has): the
+    tracked connection, always plain TCP, cannot be trusted to reach the same server."""
+
+
+def test_a_cache_reached_otherwise_than_plain_tcp_is_read_as_usual(redis_cache, settings):
+    # django-redis keeps one pool per URL for the whole process: this URL (same server, a
+    # no-op query argument) gets a pool of its own, with the connection class below.
+    url = os.environ["REDIS_URL"]
+    settings.CACHES = redis_cache_settings(url + ("&" if "?" in url else "?") + "health_check_interval=0", timeout=0.5)
+    settings.CACHES["default"]["OPTIONS"]["CONNECTION_POOL_KWARGS"] = {"connection_class": ProxiedConnection}
+    backend = caches["default"]
+    backend.set(KEY, 7, None)
+    guarded = guarded_cache()
+    assert guarded.tracked_get(KEY) == 7
+    assert tracked_reads._connection is None, "no tracked connection was kept"
+    backend.set(KEY, 8, None)
+    assert guarded.tracked_get(KEY) == 8
+    assert guarded.get(KEY) == 8, "the cache's circuit breaker stayed closed"
+
+
+def test_a_tracked_connection_closed_by_the_server_is_opened_again(redis_cache):
+    backend, other = redis_cache
+    backend.set(KEY, 7, None)
+    guarded = guarded_cache()
+    assert guarded.tracked_get(KEY) == 7
+    connection = tracked_reads._connection
+    connection.send_command("CLIENT", "ID")
+    client_id = connection.read_response()
+    assert other.client_kill_filter(_id=client_id) == 1  # a restart's, or an idle timeout's, close
+    other.set(str(backend.client.make_key(KEY)), 8)
+    assert guarded.tracked_get(KEY) == 8
+    assert guarded.get(KEY) == 8, "the cache's circuit breaker stayed closed"
+    assert tracked_reads._connection is not None, "tracked again on a new connection"
+    assert tracked_reads._connection is not connection

@@ -367,6 +367,11 @@ def test_rows_fetch_gives_the_values_the_orm_gives():
     assert len(fetched) == 2
     assert all(row[2].utcoffset() == timedelta(0) for row in fetched)
     assert bulk_sql.rows_fetch(queryset.filter(id__in=[])) == []
+    # More parameters than PostgreSQL binds on the server (an IN list over most of a national
+    # election's constituencies): the same rows, fetched as Django fetches them.
+    many = bulk_sql.SERVER_BOUND_PARAMETERS_MAX + 10 if connection.vendor == "postgresql" else 500
+    wide = queryset.filter(constituency_id__in=[*range(10**9, 10**9 + many), *t.ids])
+    assert bulk_sql.rows_fetch(wide) == list(queryset)
 
 
 @pytest.mark.django_db

@@ -3,6 +3,7 @@ parallel recompute run side by side and store what one process stores; flushes o
 elections run side by side, flushes of one election wait for each other on its row lock.
 Pauses are row locks held from a second connection, never sleeps."""
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -96,6 +97,11 @@ def test_flushes_of_two_elections_run_side_by_side_and_of_one_election_one_at_a_
     row_lock.hold("elections_election", second.id)
     vote(second, "a")
     row_lock.wait_for_waiter()
+    # The busy worker takes no more tasks, but a poll of the queue it sent before its flush
+    # began (a Redis BRPOP, answered within kombu's one-second brpop_timeout) could still
+    # hand it the next one: let that poll run out, so the first election's flush goes to the
+    # idle worker, as it would with a queue that had not just been polled.
+    time.sleep(1.5)
     vote(first, "a")
     poll(lambda: not DirtyBucket.objects.filter(election_id=first.id).exists(), message="first election flushed")
     assert HourlyStats.objects.get(election=first).votes_cast == 1
