@@ -119,31 +119,14 @@ def test_a_cached_read_is_one_round_trip(django_assert_num_queries):
     """The version and the entry come back together: a hit costs one cache call and no query."""
     election = ElectionFactory()
     metrics_cache.election_read(election.id, "x", lambda: {"value": 1}, 60)
-    calls, depth = [], []
-    backend = metrics_cache.backend
-
-    def spy(name, original):
-        def call(*args, **kwargs):
-            if not depth:  # the local-memory backend's get_many calls its own get
-                calls.append(name)
-            depth.append(name)
-            try:
-                return original(*args, **kwargs)
-            finally:
-                depth.pop()
-
-        return call
-
-    for name in ("get", "get_many", "add", "set"):
-        setattr(backend, name, spy(name, getattr(backend, name)))
+    calls, undo = spied_calls(metrics_cache.backend)
     try:
         with django_assert_num_queries(0):
             cached = metrics_cache.election_read(election.id, "x", lambda: {"value": 2}, 60)
     finally:
-        for name in ("get", "get_many", "add", "set"):
-            delattr(backend, name)
+        undo()
     assert (cached.value, cached.hit) == ({"value": 1}, True)
-    assert calls == ["get_many"]
+    assert [name for name, _ in calls] == ["get_many"]
 
 
 def spied_calls(backend, names=("get", "get_many", "add", "set")):
