@@ -38,7 +38,8 @@ class DatabaseUnavailableMiddleware:
             )
         )
         response = HttpResponse(
-            f'<!doctype html><html><head><meta charset="utf-8"><title>{title}</title></head>'
+            '<!doctype html><html><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title></head>'
             f"<body><h1>{title}</h1><p>{message}</p></body></html>",
             status=503,
             content_type="text/html; charset=utf-8",

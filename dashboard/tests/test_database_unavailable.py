@@ -61,6 +61,8 @@ def assert_unavailable_then_served(client, url, drop_connection) -> None:
     assert response["Retry-After"].isdigit()
     assert response["Content-Type"].startswith("text/html")
     assert b"database became unavailable" in response.content
+    assert b"<title>Temporarily unavailable</title>" in response.content
+    assert b'name="viewport"' in response.content  # readable on a phone
     assert client.get(url).status_code == 200, "the next request reconnects"
 
 
