@@ -513,8 +513,9 @@ def main(argv=None) -> int:
             runs=[f"{p:.2f}/{r:.2f}" for p, r in zip(product, raw, strict=False)],
             note=f"the same GROUP BY fetched in binary, as the recount fetches it: {fmt_s(median(binary))}; "
             f"backfill / that = {median([p / b for p, b in zip(product, binary, strict=False)]):.2f}. "
-            f"Second floor, the same GROUP BY inserted into a copy of metrics_hourlystats (read + "
-            f"write): {fmt_s(median(written))}; backfill / that = "
+            f"Second floor, the same GROUP BY stored by INSERT ... SELECT into a logged copy of "
+            f"metrics_hourlystats with its indexes and constituency key, checked (count + store): "
+            f"{fmt_s(median(written))}; backfill / that = "
             f"{median([p / w for p, w in zip(product, written, strict=False)]):.2f}",
         )
 
