@@ -136,8 +136,8 @@ class StoredTotals(NamedTuple):
 
 
 class HourPeers(NamedTuple):
-    """The hourly rows of constituencies outside the recount in one hour whose spikes it
-    judges, as parallel integer arrays: a national hour has 96,325 of them, and a Python
+    """The hourly rows of one hour whose spikes are judged (those of constituencies outside
+    a recount, or all of them), as parallel integer arrays: a national hour has 96,325 of them, and a Python
     object per row was most of a one-transaction flush (docs/PERFORMANCE.md, "National scale")."""
 
     constituency_ids: np.ndarray
@@ -215,7 +215,7 @@ def metrics_recompute(*, election_id: int, scope: Scope, now: datetime | None = 
         # A whole-election scope touches every constituency with a row: no peer is outside it,
         # and excluding tens of thousands of touched ids is the costliest query of a national
         # recompute (docs/PERFORMANCE.md).
-        peers_outside = _load_other_peers(
+        peers_outside = hour_peers_load(
             election_id=election_id, touched=touched, hours=set() if scope.whole_election else judged_hours
         )
         stored_totals = _constituency_rows(election_id=election_id, scope=scope, ids=touched)
@@ -441,8 +441,9 @@ def _load_series(*, election_id: int, scope: Scope, touched: set[int], since: da
     return plan
 
 
-def _load_other_peers(*, election_id: int, touched: set[int], hours: set[datetime]) -> dict[datetime, HourPeers]:
-    """Rows of untouched constituencies in the touched hours: the peers a spike is judged against.
+def hour_peers_load(*, election_id: int, touched: set[int], hours: set[datetime]) -> dict[datetime, HourPeers]:
+    """Rows of constituencies not in ``touched`` in the given hours: the peers a spike is
+    judged against (every row of the hour with ``touched`` empty).
 
     Subtle: one read of plain integers (bulk_sql.int_rows), each row's hour as its position
     in ``hours``, answered from two indexes alone (hourly_stats_hour_peers,

@@ -179,8 +179,10 @@ def episodes_refresh(
     if every and election_hours is not None:
         hours.update((c, set(election_hours.get(c, ()))) for c in relevant)
     else:
+        # Only the relevant constituencies' hours: for a whole election, the few with a flag
+        # or an episode, not every hourly row (docs/PERFORMANCE.md, "Spread over workers").
         for c, h in _rows_in_windows(
-            HourlyStats, ("constituency_id", "hour"), election_id, None if every else {c: window[c] for c in relevant}
+            HourlyStats, ("constituency_id", "hour"), election_id, {c: window.get(c) for c in relevant}
         ):
             hours[c].add(h)
 
