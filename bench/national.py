@@ -473,12 +473,15 @@ def run(args) -> int:
         env.database_ensure(url, drop=True)
     env.django_start()
     measure = Run(args)
+    earlier = measure.entry.get("meta")
     measure.entry["meta"] = {
         "command": "bench/national.py " + " ".join(sys.argv[1:]),
         "started_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
         "git": os.popen(f"git -C {env.ROOT} rev-parse --short HEAD").read().strip(),
         "database": urlsplit(url).path.lstrip("/"),
     }
+    if earlier:  # --reuse-data: the size's other items are from these runs, on the same data
+        measure.entry["meta"]["earlier"] = [*earlier.pop("earlier", []), earlier]
     try:
         for name in ITEMS:
             measure.item(name, getattr(measure, name))

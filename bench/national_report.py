@@ -113,8 +113,16 @@ def table(results: dict) -> str:
     columns = [rows_of(results[size]) for size in sizes]
     for i, (figure, _) in enumerate(columns[0]):
         lines.append(f"| {figure} | " + " | ".join(column[i][1] for column in columns) + " |")
-    commands = [f"- {size}: `{_get(results[size], 'meta', 'command', default='?')}`" for size in sizes]
-    return "\n".join(lines) + "\n\nCommands (each size in its own database, dropped after):\n\n" + "\n".join(commands)
+    commands = [f"- {size}: {runs_of(results[size])}" for size in sizes]
+    return "\n".join(lines) + "\n\nCommands, in order, each size in its own database:\n\n" + "\n".join(commands)
+
+
+def runs_of(entry: dict) -> str:
+    """The runs that measured one size, oldest first, with the commit each ran."""
+    meta = entry.get("meta", {})
+    return "; then ".join(
+        f"`{run.get('command', '?')}` (git {run.get('git') or '?'})" for run in [*meta.get("earlier", []), meta]
+    )
 
 
 def plot(results: dict, path: Path) -> None:

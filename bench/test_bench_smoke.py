@@ -162,6 +162,7 @@ def test_national_replay_smoke_matches_the_protocols(tmp_path):
 
     from bench.env import database_drop
     from bench.national_protocols import election_code, scaled, stations_read
+    from bench.national_report import runs_of
 
     fraction, count = 0.05, 120
     parts = urlsplit(env["BENCH_DATABASE_URL"])
@@ -202,5 +203,22 @@ def test_national_replay_smoke_matches_the_protocols(tmp_path):
         assert got == want
         assert sum(b + v for _, b, v in want.values()) == entry["load"]["transactions"] > 1000
         assert stored_hours_match_hour_bucket({"BENCH_DATABASE_URL": url}, election_code(fraction)) > 1000
+
+        # An item measured again on the kept data keeps the others, and the report names both runs.
+        run(
+            [
+                "bench/national.py", "run", "--fraction", str(fraction), "--only", "disk", "--reuse-data", "--keep",
+                "--json", str(results), "--work-dir", str(tmp_path / "work"),
+            ],
+            env,
+            timeout=300,
+        )  # fmt: skip
+        again = json.loads(results.read_text())[f"{fraction:g}"]
+        assert again["load"] == entry["load"]
+        assert again["recompute"] == entry["recompute"]
+        assert [m["command"] for m in again["meta"]["earlier"]] == [entry["meta"]["command"]]
+        assert "--only disk" in again["meta"]["command"]
+        listed = runs_of(again)
+        assert listed.index("--stations") < listed.index("--only disk")
     finally:
         database_drop(url)
