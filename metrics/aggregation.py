@@ -137,8 +137,9 @@ class StoredTotals(NamedTuple):
 
 class HourPeers(NamedTuple):
     """The hourly rows of one hour whose spikes are judged (those of constituencies outside
-    a recount, or all of them), as parallel integer arrays: a national hour has 96,325 of them, and a Python
-    object per row was most of a one-transaction flush (docs/PERFORMANCE.md, "National scale")."""
+    a recount, or all of them), as parallel integer arrays: a national hour has 96,325 of
+    them, and a Python object per row was most of a one-transaction flush
+    (docs/PERFORMANCE.md, "National scale")."""
 
     constituency_ids: np.ndarray
     votes: np.ndarray
