@@ -459,6 +459,16 @@ class Run:
         return disk_usage()
 
 
+def code_version() -> str:
+    """The commit measured, marked when the code differs from it (results and docs aside,
+    which the runs themselves write)."""
+    commit = os.popen(f"git -C {env.ROOT} rev-parse --short HEAD").read().strip()
+    changed = os.popen(
+        f"git -C {env.ROOT} status --porcelain --untracked-files=no -- . ':(exclude)bench/results' ':(exclude)docs'"
+    ).read()
+    return f"{commit}+uncommitted" if changed.strip() else commit
+
+
 def size_database(fraction: float) -> str:
     parts = urlsplit(os.environ["BENCH_DATABASE_URL"])
     name = f"{parts.path.lstrip('/')}_f{fraction:g}".replace(".", "_")[:63]
@@ -477,10 +487,10 @@ def run(args) -> int:
     measure.entry["meta"] = {
         "command": "bench/national.py " + " ".join(sys.argv[1:]),
         "started_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
-        "git": os.popen(f"git -C {env.ROOT} rev-parse --short HEAD").read().strip(),
+        "git": code_version(),
         "database": urlsplit(url).path.lstrip("/"),
     }
-    if earlier:  # --reuse-data: the size's other items are from these runs, on the same data
+    if earlier:  # --reuse-data: the size's other items are from these runs (a load item reloads)
         measure.entry["meta"]["earlier"] = [*earlier.pop("earlier", []), earlier]
     try:
         for name in ITEMS:

@@ -121,7 +121,8 @@ def runs_of(entry: dict) -> str:
     """The runs that measured one size, oldest first, with the commit each ran."""
     meta = entry.get("meta", {})
     return "; then ".join(
-        f"`{run.get('command', '?')}` (git {run.get('git') or '?'})" for run in [*meta.get("earlier", []), meta]
+        f"`{run.get('command', '?')}` (git {run.get('git') or '?'}{'; ' + run['note'] if run.get('note') else ''})"
+        for run in [*meta.get("earlier", []), meta]
     )
 
 

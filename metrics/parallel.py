@@ -159,12 +159,15 @@ def hour_spikes_judge(*, election_id: int, hour: datetime, now: datetime) -> int
         for c, details in desired.items()
         if c not in existing or existing[c][1:] != (weight, details)
     ]
-    # Only the rows whose spike came or went change their anomaly count: read those by key.
+    # Only the rows whose spike came or went change their anomaly count: read those by key,
+    # in batches (an hour with a zero MAD can flag thousands).
     deltas = {c: (c in desired) - (c in existing) for c in desired.keys() ^ existing.keys()}
+    changed = sorted(deltas)
     moved = [
         (pk, count + deltas[c], now)
+        for start in range(0, len(changed), DELETE_BATCH)
         for pk, c, count in HourlyStats.objects.filter(
-            election_id=election_id, hour=hour, constituency_id__in=sorted(deltas)
+            election_id=election_id, hour=hour, constituency_id__in=changed[start : start + DELETE_BATCH]
         ).values_list("id", "constituency_id", "anomaly_count")
     ]
     for start in range(0, len(stale), DELETE_BATCH):

@@ -183,3 +183,39 @@ def test_backfill_parallel_waits_for_the_run_and_refuses_partial_scopes(spread, 
         with pytest.raises(CommandError):
             call_command("backfill_metrics", "--election", spread.code, "--parallel", *extra)
     assert RecomputeRun.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_spike_steps_move_the_anomaly_counts_of_every_flagged_row_in_batches(election, monkeypatch):
+    """Two constituencies spike in one hour of a never-computed election, and the spike step
+    re-reads their rows one per batch: both counts move, and a single-process recompute
+    afterwards finds nothing to change."""
+    from datetime import timedelta
+
+    places = [
+        Constituency.objects.create(election=election, code=f"c{i}", name=f"C{i}", registered_voters=1000)
+        for i in range(8)
+    ]
+    metrics_cache.flush_pending_claim(election.id)  # no flush: the run starts from nothing stored
+    checks.ingest(
+        election.id,
+        [
+            (f"sb-{i}-{k}", place.id, "vote_cast", election.starts_at + timedelta(minutes=k))
+            for i, place in enumerate(places)
+            for k in range(40 if i < 2 else 3)
+        ],
+    )
+    assert not HourlyStats.objects.filter(election=election).exists()
+    monkeypatch.setattr(parallel, "DELETE_BATCH", 1)
+    now = election.starts_at + timedelta(days=2)
+    run = parallel.election_recompute_start(election_id=election.id, part_size=3, now=now)
+    run.refresh_from_db()
+    assert run.finished_at is not None
+
+    spikes = Anomaly.objects.filter(election=election, kind="velocity_spike")
+    assert {a.constituency_id for a in spikes} == {places[0].id, places[1].id}
+    for row in HourlyStats.objects.filter(election=election, constituency_id__in=[places[0].id, places[1].id]):
+        assert row.anomaly_count == Anomaly.objects.filter(constituency_id=row.constituency_id, hour=row.hour).count()
+    after_parallel = snapshot(election.id)
+    metrics_recompute(election_id=election.id, scope=Scope.election(), now=now)
+    assert snapshot(election.id) == after_parallel
