@@ -8,6 +8,7 @@ figures at this scale mean nothing.
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -145,6 +146,14 @@ def test_smoke_run_produces_every_figure_and_hours_match_hour_bucket(tmp_path):
                 timeout=300,
             )
             assert stored_hours_match_hour_bucket(env, code) == 2000
+
+        # Where a full recompute's time goes: its recount, COPY and commit timed apart, and the
+        # two calls of a parallel recompute's finish.
+        timed = run(["bench/phases.py", "recompute", "--election", "bench-20c-3000tx", "--runs", "1"], env, 300)
+        assert re.search(r"run 1: backfill [\d.]+ s, raw GROUP BY [\d.]+ s; recount [\d.]+ s, ", timed.stdout)
+        assert re.search(r"write \(COPY\) [\d.]+ s, commit [\d.]+ s; those three [\d.]+ s = ", timed.stdout)
+        finish = run(["bench/phases.py", "finish", "--election", "bench-20c-3000tx"], env, 300).stdout
+        assert re.search(r"episodes_refresh: [\d.]+ s\nconstituency_metrics_refresh: [\d.]+ s", finish)
     finally:
         database_drop(env["BENCH_DATABASE_URL"])
 
